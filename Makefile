@@ -1,0 +1,48 @@
+# dspy-runner: `make run` sets up and runs the main job on the embedded model; `make test` sets up and tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARCH   := $(shell uname -m)
+
+# llama-cpp-python compiles llama.cpp at install time. A -march=native build segfaults on some
+# x86 CPUs, so build a portable AVX2 binary there; other platforms use llama.cpp's defaults
+# (Metal on Apple Silicon).
+ifeq ($(ARCH),x86_64)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+endif
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: setup run test test-fast validate bench sweep mlflow-ui clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/python -m runner
+
+test: setup
+	$(BIN)/python -m runner.validate
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+validate: setup
+	$(BIN)/python -m runner.validate
+
+bench: setup
+	$(BIN)/python -m runner.bench
+
+sweep: setup
+	./multirun.sh
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
+
+clean:
+	rm -rf outputs .pytest_cache

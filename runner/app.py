@@ -1,0 +1,29 @@
+"""Hydra entrypoint: `python -m runner [group=option ...]`.
+
+Returns the dev score so Hydra sweepers (Optuna) can optimise it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from runner.errors import RunnerError, exit_with
+
+# conf/ sits beside the runner package (not inside it), so give Hydra its absolute path:
+# a relative path would be read as a Python module name under `python -m runner`.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from runner.pipeline import run  # heavy imports only once a job really runs
+
+    try:
+        return run(cfg)
+    except RunnerError as err:
+        exit_with(err)
+    except KeyboardInterrupt:
+        exit_with(RunnerError("interrupted", "the MLflow run was marked KILLED; partial results are kept"), 130)

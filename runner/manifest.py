@@ -1,0 +1,70 @@
+"""Saving a compiled program as state JSON plus a manifest that says how to rebuild it.
+
+State JSON (not pickle) is what DSPy's `Module.save(path.json)` writes: demos, instructions,
+signatures. The manifest records the program config (its `_target_` + signature spec), the
+signature hash, versions, scores and seed, so a later runner can rebuild the module and load the
+state without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+PROGRAM_FILE = "program.json"
+MANIFEST_FILE = "manifest.json"
+
+
+def signature_hash(program) -> str:
+    """sha256 over every predictor's field names, types and descriptions (not instructions,
+    which optimizers rewrite): two programs with the same hash accept the same inputs."""
+    parts = []
+    for name, predictor in program.named_predictors():
+        sig = predictor.signature
+        for kind, fields in (("in", sig.input_fields), ("out", sig.output_fields)):
+            for fname, field in fields.items():
+                desc = (field.json_schema_extra or {}).get("desc", "")
+                parts.append(f"{name}|{kind}|{fname}|{field.annotation}|{desc}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("dspy", "dspy-runner", "mlflow", "litellm", "hydra-core"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def build_manifest(program, *, program_cfg: dict, task: dict, config: dict, scores: dict, seed: int,
+                   model: str, backend: dict | None) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "program": program_cfg,
+        "task": task,
+        "signature_hash": signature_hash(program),
+        "model": model,
+        "backend": backend or {},
+        "seed": seed,
+        "scores": scores,
+        "versions": versions(),
+        "config": config,
+    }
+
+
+def save(program, out_dir: str | Path, manifest: dict) -> Path:
+    """Write program.json (DSPy state) and manifest.json into `out_dir`; returns the dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    program.save(str(out / PROGRAM_FILE), save_program=False)
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    return out

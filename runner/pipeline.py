@@ -1,0 +1,191 @@
+"""One job: build the object graph from config, evaluate, compile, re-evaluate, save, log.
+
+Order matters for failure handling: the MLflow run starts before the first LM call, every
+phase logs its metrics as soon as it ends, and any exit (error, Ctrl-C) closes the run as
+FAILED/KILLED with the Hydra files attached, so nothing already measured is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner import manifest, tracking
+from runner.errors import RunnerError
+from runner.evaluation import evaluate
+from runner.optimizers import build, compile_program
+from runner.progress import console, phase
+from runner.summary import summary_table
+from runner.usage import UsageMeter
+
+log = logging.getLogger(__name__)
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _configure_cache(cfg: DictConfig) -> None:
+    import dspy
+
+    Path(cfg.cache.dir).mkdir(parents=True, exist_ok=True)
+    dspy.configure_cache(enable_disk_cache=cfg.cache.enabled, enable_memory_cache=cfg.cache.enabled,
+                         disk_cache_dir=str(cfg.cache.dir))
+
+
+def _load_splits(cfg: DictConfig) -> dict:
+    splits = instantiate(cfg.task.splits)
+    for name in ("train", "dev"):
+        if not splits.get(name):
+            raise RunnerError(f"task {cfg.task.name!r} produced an empty {name} split",
+                              "check the dataset and task.splits sizes")
+    return splits
+
+
+def _check_lm(lm) -> None:
+    """One short uncached call, so a missing model or dead endpoint fails in seconds."""
+    try:
+        lm("Reply with the word OK.", max_tokens=4, cache=False)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunnerError(f"the LM {lm.model!r} failed: {msg[:300]}",
+                          "check the model group (model=...), that its server/api_base is reachable and its key is set") from exc
+
+
+def _phase_metrics(prefix: str, usage, seconds: float) -> dict:
+    return {f"{prefix}_lm_calls": usage.lm_calls, f"{prefix}_cache_hits": usage.cache_hits,
+            f"{prefix}_prompt_tokens": usage.prompt_tokens, f"{prefix}_completion_tokens": usage.completion_tokens,
+            f"{prefix}_lm_errors": usage.lm_errors, f"{prefix}_wall_s": seconds}
+
+
+def _backend_metrics(total) -> dict:
+    """In-run LM benchmark from uncached calls: latency per call and decode throughput."""
+    fresh = total.lm_calls - total.cache_hits
+    if fresh <= 0 or total.lm_seconds <= 0:
+        return {}
+    return {"lm_latency_mean_s": total.lm_seconds / total.lm_calls,
+            "lm_completion_tokens_per_s": total.completion_tokens / total.lm_seconds,
+            "lm_total_tokens_per_s": total.tokens / total.lm_seconds}
+
+
+def _backend_choice(cfg: DictConfig) -> dict:
+    """What `model=auto` picked and why (empty for an explicit model group option)."""
+    if not str(cfg.model.get("_target_", "")).endswith("auto_lm"):
+        return {}
+    from runner.models import last_choice
+
+    return last_choice() or {}
+
+
+def run(cfg: DictConfig) -> float:
+    """Run one experiment; returns the compiled program's score on `eval.split` (for sweepers)."""
+    import dspy
+
+    _seed_everything(cfg.seed)
+    _configure_cache(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    choices = dict(HydraConfig.get().runtime.choices)
+
+    # Everything that can fail without an LM fails here, before the MLflow run starts.
+    splits = _load_splits(cfg)
+    program = instantiate(cfg.program)
+    metric = instantiate(cfg.metric)
+    optimizer_factory = instantiate(cfg.optimizer.init)
+
+    resolved = tracking.resolved_config(cfg)
+    tags = {"task": cfg.task.name, "optimizer": cfg.optimizer.name, "program": choices.get("program"),
+            "model_choice": choices.get("model"), "run_dir": str(run_dir)}
+    if HydraConfig.get().mode.name == "MULTIRUN":
+        tags["sweep_dir"] = HydraConfig.get().sweep.dir
+    active = tracking.start(cfg.tracking, cfg.tracking.run_name, tags)
+    status = "FAILED"
+    try:
+        tracking.log_params(tracking.flatten(resolved))
+        tracking.log_params({f"choice.{k}": str(v) for k, v in choices.items() if not k.startswith("hydra")})
+        tracking.log_params({"data.n_train": len(splits["train"]), "data.n_dev": len(splits["dev"]),
+                             "data.n_test": len(splits.get("test") or [])})
+
+        meter = UsageMeter()
+        lm = instantiate(cfg.model)
+        dspy.configure(lm=lm, callbacks=[meter])
+        backend = _backend_choice(cfg)
+        tracking.log_params({"lm.model": lm.model, **{f"backend.{k}": str(v) for k, v in (backend or {}).items()
+                                                      if k in ("backend", "reason")}})
+        console.print(f"[bold]LM[/] {lm.model}" + (f"  [dim]({backend.get('backend')}: {backend.get('reason')})[/]"
+                                                   if backend else ""))
+        if cfg.lm_check:
+            _check_lm(lm)
+
+        rows, metrics = [], {}
+        eval_split = splits[cfg.eval.split]
+
+        def timed_eval(label: str, prog, examples, prefix: str):
+            before, t0 = meter.snapshot(), time.perf_counter()
+            res = evaluate(prog, examples, metric, meter, title=label, num_threads=cfg.eval.num_threads,
+                           max_errors=cfg.eval.max_errors)
+            used, secs = meter.snapshot() - before, time.perf_counter() - t0
+            if res["n"] and res["failed"] == res["n"]:
+                last = meter.last_error
+                raise RunnerError(f"{label}: all {res['n']} examples failed"
+                                  + (f"; last LM error: {str(last).splitlines()[0][:200]}" if last else ""),
+                                  "check the model output format (program=chain_of_thought / a larger model) or the LM server")
+            m = {f"{prefix}_score": res["score"], f"{prefix}_failed": res["failed"], **_phase_metrics(prefix, used, secs)}
+            tracking.log_metrics(m)
+            metrics.update(m)
+            rows.append((label, res["score"], used, secs))
+            return res
+
+        timed_eval(f"baseline {cfg.eval.split}", program, eval_split, "baseline")
+
+        before, t0 = meter.snapshot(), time.perf_counter()
+        optimizer = build(optimizer_factory, metric)
+        with phase(f"compile ({cfg.optimizer.name})", meter):
+            compiled = compile_program(optimizer, program.deepcopy(), splits["train"], splits["dev"],
+                                       OmegaConf.to_container(cfg.optimizer.compile, resolve=True))
+        used, secs = meter.snapshot() - before, time.perf_counter() - t0
+        m = _phase_metrics("compile", used, secs)
+        tracking.log_metrics(m)
+        metrics.update(m)
+        rows.append((f"compile ({cfg.optimizer.name})", None, used, secs))
+
+        result = timed_eval(f"compiled {cfg.eval.split}", compiled, eval_split, "compiled")
+        if cfg.eval.test and splits.get("test"):
+            timed_eval("compiled test", compiled, splits["test"], "test")
+
+        total = meter.snapshot()
+        metrics.update(_backend_metrics(total))
+        metrics["improvement"] = metrics["compiled_score"] - metrics["baseline_score"]
+        tracking.log_metrics({k: metrics[k] for k in ("improvement", *_backend_metrics(total))})
+
+        scores = {k: v for k, v in metrics.items() if k.endswith("_score") or k == "improvement"}
+        program_cfg = OmegaConf.to_container(cfg.program, resolve=True)
+        man = manifest.build_manifest(compiled, program_cfg=program_cfg,
+                                      task={"name": cfg.task.name, "signature": cfg.task.signature},
+                                      config=resolved, scores=scores, seed=cfg.seed, model=lm.model, backend=backend)
+        saved = manifest.save(compiled, run_dir / "program", man)
+        tracking.log_dir(saved, "program_state")
+        if cfg.tracking.log_model:
+            info = tracking.log_program(compiled, cfg.tracking.registered_model_name if cfg.register else None,
+                                        cfg.tracking.alias)
+            log.info("logged model %s", info)
+        console.print(summary_table(rows, title=f"{cfg.task.name} x {cfg.optimizer.name} on {lm.model}"))
+        console.print(f"saved program to {saved}  |  MLflow run {active.info.run_id} at {tracking.tracking_uri()}")
+        status = "FINISHED"
+        return float(result["score"])
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracking.log_dir(run_dir / ".hydra", "hydra")
+        tracking.finish(status)

@@ -1,0 +1,120 @@
+"""MLflow: one run per job, params from the resolved config, failures marked, nothing lost.
+
+The run starts before anything expensive so a crash or Ctrl-C still leaves a FAILED/KILLED
+run with every metric logged up to that point.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SECRET = re.compile(r"(api_?key|token|secret|password|credential)", re.I)
+MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+
+
+def redact(container):
+    """A copy of a plain dict/list tree with secret-looking keys replaced by '***'."""
+    if isinstance(container, dict):
+        return {k: ("***" if SECRET.search(str(k)) and v not in (None, "") else redact(v)) for k, v in container.items()}
+    if isinstance(container, list):
+        return [redact(v) for v in container]
+    return container
+
+
+def flatten(tree, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}; lists become their JSON-ish str."""
+    out: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    out[prefix[:-1]] = str(tree)[:MAX_PARAM_LEN]
+    return out
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The resolved, redacted config as plain containers."""
+    return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
+def start(tracking_cfg, run_name: str, tags: dict):
+    """Point MLflow at the store, pick the experiment, start the run and turn on DSPy autolog."""
+    import mlflow
+
+    uri = tracking_cfg.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    name = tracking_cfg.experiment_name
+    if mlflow.get_experiment_by_name(name) is None:
+        location = tracking_cfg.artifact_location
+        artifact_uri = Path(location).resolve().as_uri() if location and "://" not in location else location
+        mlflow.create_experiment(name, artifact_location=artifact_uri)
+    mlflow.set_experiment(name)
+    run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    if tracking_cfg.autolog:
+        import mlflow.dspy
+
+        mlflow.dspy.autolog(log_traces=True, log_traces_from_eval=True, log_traces_from_compile=False, silent=True)
+    return run
+
+
+def log_params(params: dict[str, str]) -> None:
+    import mlflow
+
+    items = list(params.items())
+    for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+        mlflow.log_params(dict(items[i:i + 100]))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+
+
+def log_dir(path: str | Path, artifact_path: str) -> None:
+    import mlflow
+
+    if Path(path).is_dir():
+        mlflow.log_artifacts(str(path), artifact_path)
+
+
+def finish(status: str) -> None:
+    """End the active run with FINISHED, FAILED or KILLED; never raise while cleaning up."""
+    import mlflow
+
+    try:
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
+    except Exception as exc:  # the store may be what failed; report, keep the original error
+        log.warning("could not close the MLflow run: %s", exc)
+
+
+def log_program(program, registered_model_name: str | None, alias: str | None) -> dict:
+    """mlflow.dspy.log_model the compiled program; register it (with alias) when asked."""
+    import mlflow
+    import mlflow.dspy
+
+    info = mlflow.dspy.log_model(program, name="program", registered_model_name=registered_model_name,
+                                  use_dspy_model_save=True)
+    out = {"model_uri": info.model_uri}
+    if registered_model_name:
+        version = info.registered_model_version
+        if version is not None and alias:
+            mlflow.MlflowClient().set_registered_model_alias(registered_model_name, alias, str(version))
+        out.update(registered_model=registered_model_name, version=version, alias=alias)
+    return out
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri() or os.environ.get("MLFLOW_TRACKING_URI", "")
