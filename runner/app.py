@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from runner.errors import RunnerError, exit_with
+from runner.errors import RunnerError, exit_with, find_user_error
 
 # conf/ sits beside the runner package (not inside it), so give Hydra its absolute path:
 # a relative path would be read as a Python module name under `python -m runner`.
@@ -23,7 +23,10 @@ def main(cfg: DictConfig) -> float:
 
     try:
         return run(cfg)
-    except RunnerError as err:
-        exit_with(err)
     except KeyboardInterrupt:
         exit_with(RunnerError("interrupted", "the MLflow run was marked KILLED; partial results are kept"), 130)
+    except Exception as exc:
+        user_error = find_user_error(exc)
+        if user_error is None:
+            raise  # a bug: let Hydra show the traceback
+        exit_with(user_error)

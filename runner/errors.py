@@ -26,3 +26,15 @@ def exit_with(err: BaseException, code: int = 1) -> None:
     """Print `err` as one line on stderr and exit with `code`."""
     print(f"error: {err}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def find_user_error(exc: BaseException) -> RunnerError | None:
+    """The RunnerError behind `exc`, if any: Hydra's instantiate wraps errors raised by a
+    `_target_` in InstantiationException, keeping the original as the cause."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, RunnerError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

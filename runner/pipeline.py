@@ -88,6 +88,36 @@ def _backend_choice(cfg: DictConfig) -> dict:
     return last_choice() or {}
 
 
+def _instantiate_program(cfg: DictConfig):
+    """Build (or load, program=<uri>) the program; a RunnerError from the loader stays one line
+    instead of Hydra's InstantiationException wrapper."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg.program)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, RunnerError):
+            raise exc.__cause__ from None
+        raise
+
+
+def _program_recipe(cfg: DictConfig, program) -> tuple[dict, str | None]:
+    """The program config to put in the new manifest, and where a loaded program came from.
+
+    A loaded program (program=models:/... / a path) must not record `runner.loading.load_program`
+    as its recipe, or the saved program could only be rebuilt by loading its ancestor: it
+    records the module config of the manifest it was loaded with, on this task's signature."""
+    from runner.loading import manifest_of
+
+    loaded = manifest_of(program)
+    if not loaded:
+        return OmegaConf.to_container(cfg.program, resolve=True), None
+    recipe = dict(loaded["program"])
+    if isinstance(recipe.get("signature"), dict):
+        recipe["signature"] = {**recipe["signature"], "spec": cfg.task.signature}
+    return recipe, loaded.get("source")
+
+
 def run(cfg: DictConfig) -> float:
     """Run one experiment; returns the compiled program's score on `eval.split` (for sweepers)."""
     import dspy
@@ -99,13 +129,15 @@ def run(cfg: DictConfig) -> float:
 
     # Everything that can fail without an LM fails here, before the MLflow run starts.
     splits = _load_splits(cfg)
-    program = instantiate(cfg.program)
+    program = _instantiate_program(cfg)
     metric = instantiate(cfg.metric)
     optimizer_factory = instantiate(cfg.optimizer.init)
 
     resolved = tracking.resolved_config(cfg)
     tags = {"task": cfg.task.name, "optimizer": cfg.optimizer.name, "program": choices.get("program"),
             "model_choice": choices.get("model"), "run_dir": str(run_dir)}
+    if cfg.program.get("uri"):
+        tags["program_uri"] = cfg.program.uri
     if HydraConfig.get().mode.name == "MULTIRUN":
         tags["sweep_dir"] = HydraConfig.get().sweep.dir
     active = tracking.start(cfg.tracking, cfg.tracking.run_name, tags)
@@ -169,10 +201,12 @@ def run(cfg: DictConfig) -> float:
         tracking.log_metrics({k: metrics[k] for k in ("improvement", *_backend_metrics(total))})
 
         scores = {k: v for k, v in metrics.items() if k.endswith("_score") or k == "improvement"}
-        program_cfg = OmegaConf.to_container(cfg.program, resolve=True)
+        program_cfg, loaded_from = _program_recipe(cfg, program)
         man = manifest.build_manifest(compiled, program_cfg=program_cfg,
                                       task={"name": cfg.task.name, "signature": cfg.task.signature},
                                       config=resolved, scores=scores, seed=cfg.seed, model=lm.model, backend=backend)
+        if loaded_from:
+            man["loaded_from"] = loaded_from
         saved = manifest.save(compiled, run_dir / "program", man)
         tracking.log_dir(saved, "program_state")
         if cfg.tracking.log_model:

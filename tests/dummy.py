@@ -30,3 +30,21 @@ FIELDS = {
 def scripted_lm(answer: str = "42", **_ignored) -> dspy.LM:
     """`_target_` for tests/conf/model/scripted.yaml; extra model keys are ignored."""
     return DummyLM({"": {**FIELDS, "answer": answer}})
+
+
+class SlowDummyLM(DummyLM):
+    """DummyLM that takes `delay` seconds per call, to interrupt a run mid-phase."""
+
+    def __init__(self, answers, delay: float):
+        super().__init__(answers)
+        self.delay = delay
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        import time
+
+        time.sleep(self.delay)
+        return super().forward(prompt=prompt, messages=messages, **kwargs)
+
+
+def slow_lm(delay: float = 0.5, **_ignored) -> dspy.LM:
+    return SlowDummyLM({"": FIELDS}, delay=delay)

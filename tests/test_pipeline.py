@@ -1,0 +1,111 @@
+"""`python -m runner` end to end as a user runs it (DummyLM model, real Hydra, real MLflow)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, SEARCHPATH, run_runner
+
+
+def _runs(tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("dspy-runner")
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_run_compiles_saves_and_logs(tmp_path):
+    proc = run_runner([SEARCHPATH, "model=scripted", "optimizer=bootstrap_fewshot", "task=gsm8k",
+                       "task.splits.n_train=6", "task.splits.n_dev=4"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = _runs(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    p, m = run.data.params, run.data.metrics
+    assert p["optimizer.name"] == "bootstrap_fewshot" and p["task.name"] == "gsm8k"
+    assert p["optimizer.init._target_"] == "dspy.BootstrapFewShot" and p["data.n_dev"] == "4"
+    for key in ("baseline_score", "compiled_score", "baseline_lm_calls", "compile_lm_calls", "compile_wall_s"):
+        assert key in m, key
+    assert m["baseline_lm_calls"] == 4 and 0.0 <= m["compiled_score"] <= 1.0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"hydra", "program_state"} <= artifacts
+    hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+    assert "hydra/config.yaml" in hydra_files and "hydra/overrides.yaml" in hydra_files
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert logged and logged[0].source_run_id == run.info.run_id
+
+    saved = tmp_path / "run" / "program"
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["scores"]["compiled_score"] == pytest.approx(m["compiled_score"])
+    assert manifest["seed"] == 0 and manifest["schema_version"] == 1
+    assert manifest["program"]["_target_"] == "dspy.Predict"
+    state = json.loads((saved / "program.json").read_text())
+    assert "demos" in json.dumps(state)
+    assert "score" in proc.stderr + proc.stdout and "baseline dev" in proc.stderr + proc.stdout
+
+
+def test_unreachable_endpoint_is_one_line_and_run_failed(tmp_path):
+    proc = run_runner(["model=litellm", "model.model=openai/nothing-here", "model.api_base=http://127.0.0.1:9/v1",
+                       "model.api_key=sk-THIS-IS-SECRET", "model.num_retries=0", "optimizer=none"], tmp_path)
+    assert proc.returncode == 1
+    err_lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(err_lines) == 1 and "openai/nothing-here" in err_lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    _, runs = _runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    params = runs[0].data.params
+    assert params["model.api_key"] == "***"
+    assert "sk-THIS-IS-SECRET" not in json.dumps(params)
+
+
+def test_unknown_config_option_fails_clearly(tmp_path):
+    proc = run_runner(["optimizer=does_not_exist"], tmp_path)
+    assert proc.returncode != 0
+    assert "Could not find 'optimizer/does_not_exist'" in proc.stderr
+    assert "bootstrap_fewshot" in proc.stderr  # Hydra lists the available options
+
+
+def test_malformed_dataset_is_one_line(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"question": "q1", "answer": "a"}\n{"question": "q2"}\n{"question": "q3", "answer": "c"}\n')
+    proc = run_runner([SEARCHPATH, "model=scripted", "task=custom", "task.signature=question -> answer",
+                       f"task.data={data}", "metric=exact_match"], tmp_path)
+    assert proc.returncode == 1
+    assert "row 2 is missing field 'answer'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_marks_run_killed_and_keeps_metrics(tmp_path):
+    env_cmd = [sys.executable, "-m", "runner", SEARCHPATH, "model=slow", "model.delay=0.3", "optimizer=none",
+               "task.splits.n_dev=8", "eval.num_threads=1", "lm_check=false",
+               f"hydra.run.dir={tmp_path}/run", f"tracking.artifact_location={tmp_path}/art"]
+    import os
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "DSPY_RUNNER_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(env_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # wait for the baseline to finish (logged) and the compiled evaluation to start
+    deadline = time.time() + 120
+    out = ""
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        out += line
+        if "Average Metric" in line:
+            time.sleep(1.0)
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    out += rest
+    assert proc.returncode == 130, out[-2000:]
+    _, runs = _runs(tmp_path)
+    assert runs[0].info.status == "KILLED"
+    assert "baseline_score" in runs[0].data.metrics
+    assert "interrupted" in out
