@@ -34,6 +34,12 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+def _quiet_libraries() -> None:
+    """LiteLLM logs every call at INFO under Hydra's INFO root logger; keep warnings only."""
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _configure_cache(cfg: DictConfig) -> None:
     import dspy
 
@@ -123,6 +129,7 @@ def run(cfg: DictConfig) -> float:
     import dspy
 
     _seed_everything(cfg.seed)
+    _quiet_libraries()
     _configure_cache(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)
@@ -150,12 +157,11 @@ def run(cfg: DictConfig) -> float:
 
         meter = UsageMeter()
         lm = instantiate(cfg.model)
-        dspy.configure(lm=lm, callbacks=[meter])
+        dspy.configure(lm=lm, adapter=instantiate(cfg.adapter), callbacks=[meter])
         backend = _backend_choice(cfg)
         tracking.log_params({"lm.model": lm.model, **{f"backend.{k}": str(v) for k, v in (backend or {}).items()
                                                       if k in ("backend", "reason")}})
-        console.print(f"[bold]LM[/] {lm.model}" + (f"  [dim]({backend.get('backend')}: {backend.get('reason')})[/]"
-                                                   if backend else ""))
+        console.print(f"[bold]LM[/] {lm.model}")
         if cfg.lm_check:
             _check_lm(lm)
 
@@ -167,11 +173,13 @@ def run(cfg: DictConfig) -> float:
             res = evaluate(prog, examples, metric, meter, title=label, num_threads=cfg.eval.num_threads,
                            max_errors=cfg.eval.max_errors)
             used, secs = meter.snapshot() - before, time.perf_counter() - t0
-            if res["n"] and res["failed"] == res["n"]:
+            if res["n"] and res["failed"] == res["n"] and used.lm_errors:
                 last = meter.last_error
                 raise RunnerError(f"{label}: all {res['n']} examples failed"
                                   + (f"; last LM error: {str(last).splitlines()[0][:200]}" if last else ""),
-                                  "check the model output format (program=chain_of_thought / a larger model) or the LM server")
+                                  "check that the LM server is up and the model group is right")
+            if res["failed"]:
+                log.warning("%s: %d/%d examples produced no parseable output (scored 0)", label, res["failed"], res["n"])
             m = {f"{prefix}_score": res["score"], f"{prefix}_failed": res["failed"], **_phase_metrics(prefix, used, secs)}
             tracking.log_metrics(m)
             metrics.update(m)

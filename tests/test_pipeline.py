@@ -57,7 +57,7 @@ def test_unreachable_endpoint_is_one_line_and_run_failed(tmp_path):
                        "model.api_key=sk-THIS-IS-SECRET", "model.num_retries=0", "optimizer=none"], tmp_path)
     assert proc.returncode == 1
     err_lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-    assert len(err_lines) == 1 and "openai/nothing-here" in err_lines[0], proc.stderr[-2000:]
+    assert len(err_lines) == 1 and "127.0.0.1:9" in err_lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     _, runs = _runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FAILED"

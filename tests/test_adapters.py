@@ -1,0 +1,63 @@
+"""LenientChatAdapter: identical to ChatAdapter on good replies, recovers sloppy ones, stops early."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+from dspy.utils.exceptions import AdapterParseError
+
+from runner.adapters import COMPLETED, LenientChatAdapter
+
+
+class QA(dspy.Signature):
+    """Answer."""
+
+    question: str = dspy.InputField()
+    answer: float = dspy.OutputField()
+
+
+class Plan(dspy.Signature):
+    """Plan."""
+
+    goal: str = dspy.InputField()
+    rank: int = dspy.OutputField()
+    optimizer: str = dspy.OutputField()
+
+
+def test_well_formed_reply_parses_like_chat_adapter():
+    text = "[[ ## answer ## ]]\n12.5\n\n[[ ## completed ## ]]"
+    assert LenientChatAdapter().parse(QA, text) == dspy.ChatAdapter().parse(QA, text) == {"answer": 12.5}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("answer: 42", 42.0),
+    ("The total is 3 + 4 = 7", 7.0),
+    ("```\n1,250\n```", 1250.0),
+])
+def test_single_field_recovery(text, expected):
+    with pytest.raises(AdapterParseError):
+        dspy.ChatAdapter(use_json_adapter_fallback=False).parse(QA, text)
+    assert LenientChatAdapter().parse(QA, text) == {"answer": expected}
+
+
+def test_multi_field_recovery_and_failure():
+    adapter = LenientChatAdapter()
+    assert adapter.parse(Plan, "rank: 8\noptimizer: adamw") == {"rank": 8, "optimizer": "adamw"}
+    with pytest.raises(AdapterParseError):
+        adapter.parse(Plan, "I would use a small rank.")
+    with pytest.raises(AdapterParseError):
+        adapter.parse(QA, "no number here")
+
+
+def test_stop_sequences_added_to_lm_call():
+    seen = {}
+
+    class Recorder(dspy.utils.DummyLM):
+        def __call__(self, *args, **kwargs):
+            seen.update(kwargs)
+            return super().__call__(*args, **kwargs)
+
+    lm = Recorder([{"answer": "3"}])
+    with dspy.context(lm=lm, adapter=LenientChatAdapter()):
+        assert dspy.Predict(QA)(question="1+2?").answer == 3.0
+    assert COMPLETED in seen["stop"] and "\n\n[[ ## answer ## ]]" in seen["stop"]
