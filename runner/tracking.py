@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-SECRET = re.compile(r"(api_?key|token|secret|password|credential)", re.I)
+# `token` only as a whole word or suffix (hf_token, auth_token): not max_tokens / n_tokens.
+SECRET = re.compile(r"(api_?key|secret|password|credential|(^|[_.-])token$)", re.I)
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
 
@@ -44,6 +46,27 @@ def resolved_config(cfg: DictConfig) -> dict:
     return redact(OmegaConf.to_container(cfg, resolve=True))
 
 
+@contextmanager
+def _store_lock(uri: str):
+    """Serialize first contact with a SQLite store across processes: parallel sweep jobs
+    (hydra/launcher=parallel) otherwise race in MLflow's schema migration of a new database
+    ("table _alembic_tmp_experiments already exists") and in creating the experiment."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; parallel jobs there need an existing store
+        yield
+        return
+    with open(uri[len("sqlite:///"):] + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def start(tracking_cfg, run_name: str, tags: dict):
     """Point MLflow at the store, pick the experiment, start the run and turn on DSPy autolog."""
     import mlflow
@@ -51,13 +74,14 @@ def start(tracking_cfg, run_name: str, tags: dict):
     uri = tracking_cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    name = tracking_cfg.experiment_name
-    if mlflow.get_experiment_by_name(name) is None:
-        location = tracking_cfg.artifact_location
-        artifact_uri = Path(location).resolve().as_uri() if location and "://" not in location else location
-        mlflow.create_experiment(name, artifact_location=artifact_uri)
-    mlflow.set_experiment(name)
+    with _store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        name = tracking_cfg.experiment_name
+        if mlflow.get_experiment_by_name(name) is None:
+            location = tracking_cfg.artifact_location
+            artifact_uri = Path(location).resolve().as_uri() if location and "://" not in location else location
+            mlflow.create_experiment(name, artifact_location=artifact_uri)
+        mlflow.set_experiment(name)
     run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     if tracking_cfg.autolog:
         import mlflow.dspy

@@ -1,0 +1,186 @@
+"""`python -m runner.report <multirun dir>`: score by optimizer x task for a whole sweep.
+
+runner.summary prints one job's phases; this reads every job dir of a multirun (each holds
+.hydra/ and, when it finished, program/manifest.json with its scores) and writes:
+  report.md   Markdown table (compiled score, mean over jobs that share optimizer x task)
+  report.png  grouped bars (matplotlib, Agg backend: no display needed)
+into the sweep dir, prints the table with rich, and logs both plus one metric per cell to a new
+MLflow run in the experiment "dspy-runner-reports". Jobs without a manifest count as failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from runner.errors import RunnerError, exit_with
+
+EXPERIMENT = "dspy-runner-reports"
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One row per job dir: task, optimizer, scores (None when the job did not finish)."""
+    from omegaconf import OmegaConf
+
+    jobs = []
+    for hydra_dir in sorted(sweep_dir.rglob(".hydra")):
+        job = hydra_dir.parent
+        if not (hydra_dir / "config.yaml").is_file():
+            continue
+        choices = {}
+        if (hydra_dir / "hydra.yaml").is_file():
+            choices = OmegaConf.to_container(OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices)
+        man_file = job / "program" / "manifest.json"
+        man = json.loads(man_file.read_text(encoding="utf-8")) if man_file.is_file() else {}
+        cfg = OmegaConf.load(hydra_dir / "config.yaml")
+        scores = man.get("scores") or {}
+        jobs.append({"dir": str(job.relative_to(sweep_dir)),
+                     "task": (man.get("task") or {}).get("name") or cfg.get("task", {}).get("name") or choices.get("task"),
+                     "optimizer": cfg.get("optimizer", {}).get("name") or choices.get("optimizer"),
+                     "compiled": scores.get("compiled_score"), "baseline": scores.get("baseline_score"),
+                     "ok": bool(man)})
+    if not jobs:
+        raise RunnerError(f"no job dirs (with .hydra/) under {sweep_dir}", "pass a dir from outputs/multirun/<date>/<time>")
+    return jobs
+
+
+def aggregate(jobs: list[dict]) -> dict[tuple[str, str], dict]:
+    """(optimizer, task) -> mean compiled/baseline score, jobs, failed jobs."""
+    cells: dict[tuple[str, str], dict] = defaultdict(lambda: {"compiled": [], "baseline": [], "failed": 0})
+    for job in jobs:
+        cell = cells[(str(job["optimizer"]), str(job["task"]))]
+        if not job["ok"] or job["compiled"] is None:
+            cell["failed"] += 1
+            continue
+        cell["compiled"].append(job["compiled"])
+        if job["baseline"] is not None:
+            cell["baseline"].append(job["baseline"])
+    out = {}
+    for key, c in cells.items():
+        out[key] = {"compiled": statistics.fmean(c["compiled"]) if c["compiled"] else None,
+                    "baseline": statistics.fmean(c["baseline"]) if c["baseline"] else None,
+                    "n": len(c["compiled"]), "failed": c["failed"]}
+    return out
+
+
+def _axes(cells) -> tuple[list[str], list[str]]:
+    return sorted({o for o, _ in cells}), sorted({t for _, t in cells})
+
+
+def _fmt(cell: dict | None) -> str:
+    if not cell:
+        return "—"
+    if cell["compiled"] is None:
+        return f"failed ({cell['failed']})"
+    text = f"{cell['compiled']:.3f}"
+    if cell["baseline"] is not None:
+        text += f" ({cell['compiled'] - cell['baseline']:+.3f})"
+    extra = [f"n={cell['n']}"] if cell["n"] > 1 else []
+    extra += [f"{cell['failed']} failed"] if cell["failed"] else []
+    return text + (f" [{', '.join(extra)}]" if extra else "")
+
+
+def markdown(cells, sweep_dir: Path, n_jobs: int) -> str:
+    optimizers, tasks = _axes(cells)
+    lines = [f"## Sweep report: {sweep_dir.name}", "",
+             f"{n_jobs} jobs under `{sweep_dir}`. Cells: compiled score on the eval split "
+             "(change vs. the uncompiled baseline), mean over jobs.", "",
+             "| optimizer | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for o in optimizers:
+        lines.append(f"| {o} | " + " | ".join(_fmt(cells.get((o, t))) for t in tasks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(cells, title: str):
+    from rich.table import Table
+
+    optimizers, tasks = _axes(cells)
+    table = Table(title=title)
+    table.add_column("optimizer")
+    for t in tasks:
+        table.add_column(t, justify="right")
+    for o in optimizers:
+        table.add_row(o, *[_fmt(cells.get((o, t))) for t in tasks])
+    return table
+
+
+def plot(cells, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    optimizers, tasks = _axes(cells)
+    width = 0.8 / max(len(tasks), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(optimizers) * max(len(tasks), 1) ** 0.5 + 2), 3.6))
+    for i, t in enumerate(tasks):
+        xs = [j + i * width - 0.4 + width / 2 for j in range(len(optimizers))]
+        ys = [(cells.get((o, t)) or {}).get("compiled") or 0.0 for o in optimizers]
+        ax.bar(xs, ys, width, label=t)
+        base = [(cells.get((o, t)) or {}).get("baseline") for o in optimizers]
+        bx = [x for x, b in zip(xs, base) if b is not None]
+        ax.scatter(bx, [b for b in base if b is not None], marker="_", s=200, color="black",
+                   label="baseline" if i == 0 else None, zorder=3)
+    ax.set_xticks(range(len(optimizers)), optimizers, rotation=20, ha="right")
+    ax.set_ylabel("compiled score")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("score by optimizer × task")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def log_to_mlflow(cells, sweep_dir: Path, files: list[Path], tracking_uri: str | None, n_jobs: int) -> str:
+    """A new run in the reports experiment; returns its run id."""
+    import mlflow
+
+    from runner.promote import tracking_uri as default_uri
+
+    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=f"report-{sweep_dir.parent.name}-{sweep_dir.name}") as run:
+        mlflow.log_params({"sweep_dir": str(sweep_dir.resolve()), "n_jobs": n_jobs})
+        mlflow.log_metrics({f"compiled_score.{t}.{o}": c["compiled"] for (o, t), c in cells.items()
+                            if c["compiled"] is not None})
+        for f in files:
+            mlflow.log_artifact(str(f))
+        return run.info.run_id
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", help="a multirun dir: outputs/multirun/<date>/<time>")
+    parser.add_argument("--out-dir", help="where report.md / report.png go (default: the sweep dir)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db)")
+    args = parser.parse_args(argv)
+    try:
+        sweep_dir = Path(args.sweep_dir)
+        if not sweep_dir.is_dir():
+            raise RunnerError(f"{sweep_dir} is not a directory", "pass a dir from outputs/multirun/<date>/<time>")
+        jobs = collect(sweep_dir)
+        cells = aggregate(jobs)
+        out_dir = Path(args.out_dir or sweep_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        md = out_dir / "report.md"
+        md.write_text(markdown(cells, sweep_dir, len(jobs)), encoding="utf-8")
+        png = plot(cells, out_dir / "report.png")
+        from rich.console import Console
+
+        Console().print(rich_table(cells, f"{sweep_dir}: compiled score (Δ vs baseline)"))
+        print(f"wrote {md} and {png}")
+        if not args.no_mlflow:
+            run_id = log_to_mlflow(cells, sweep_dir, [md, png], args.tracking_uri, len(jobs))
+            print(f"logged to MLflow experiment {EXPERIMENT!r}, run {run_id}")
+    except RunnerError as err:
+        exit_with(err)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,97 @@
+"""runner.diff and runner.report on run dirs laid out as the pipeline writes them, plus MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+
+def _job(dir_, task, optimizer, compiled, baseline, k=4, finished=True):
+    """A job dir: .hydra/{config,hydra}.yaml and (if finished) program/manifest.json."""
+    (dir_ / ".hydra").mkdir(parents=True)
+    config = {"seed": 0, "task": {"name": task, "signature": "question -> answer"},
+              "optimizer": {"name": optimizer, "init": {"_target_": f"dspy.{optimizer}", "k": k}},
+              "paths": {"root": "${hydra:runtime.cwd}"}}
+    (dir_ / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (dir_ / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"runtime": {"cwd": "/somewhere", "choices": {"task": task, "optimizer": optimizer}}}}))
+    if finished:
+        (dir_ / "program").mkdir()
+        resolved = {**config, "paths": {"root": "/somewhere"}}
+        (dir_ / "program" / "manifest.json").write_text(json.dumps(
+            {"schema_version": 1, "config": resolved, "task": {"name": task},
+             "scores": {"baseline_score": baseline, "compiled_score": compiled, "improvement": compiled - baseline}}))
+    return dir_
+
+
+def test_diff_run_dirs_markdown(tmp_path):
+    from runner.diff import load, markdown
+
+    a = _job(tmp_path / "a", "gsm8k", "LabeledFewShot", 0.5, 0.25, k=4)
+    b = _job(tmp_path / "b", "gsm8k", "LabeledFewShot", 0.75, 0.25, k=8)
+    md = markdown(load(str(a)), load(str(b)))
+    assert "### Config (1 changed)" in md
+    assert "| `optimizer.init.k` | `4` | `8` |" in md
+    assert "| `compiled_score` | 0.5 | 0.75 | **+0.25** |" in md
+    assert "| `baseline_score` | 0.25 | 0.25 | +0 |" in md
+
+
+def test_diff_dir_against_mlflow_run_id(tmp_path, monkeypatch):
+    import mlflow
+
+    from runner.tracking import flatten
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    a = _job(tmp_path / "a", "gsm8k", "LabeledFewShot", 0.5, 0.25, k=4)
+    mlflow.set_tracking_uri(uri)
+    config = json.loads((a / "program" / "manifest.json").read_text())["config"]
+    config["seed"] = 7
+    with mlflow.start_run() as run:
+        mlflow.log_params(flatten(config))
+        mlflow.log_metrics({"compiled_score": 0.25, "compile_wall_s": 3.0})
+    res = subprocess.run([sys.executable, "-m", "runner.diff", str(a), run.info.run_id, "-o", str(tmp_path / "d.md")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "| `seed` | `0` | `7` |" in res.stdout
+    assert "| `compiled_score` | 0.5 | 0.25 | **-0.25** |" in res.stdout
+    assert "| `compile_wall_s` | — | 3 | — |" in res.stdout
+    assert (tmp_path / "d.md").read_text() == res.stdout
+
+
+def test_diff_unknown_run_is_one_line_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "runner.diff", str(tmp_path / "nope"), "x"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_report_table_plot_and_mlflow(tmp_path):
+    import mlflow
+
+    sweep = tmp_path / "multirun" / "2026-01-01" / "10-00-00"
+    _job(sweep / "0_gsm8k_a", "gsm8k", "a", 0.5, 0.25)
+    _job(sweep / "1_gsm8k_a", "gsm8k", "a", 0.75, 0.25)  # same cell, another seed
+    _job(sweep / "2_qa_a", "qa", "a", 0.125, 0.125)
+    _job(sweep / "3_gsm8k_b", "gsm8k", "b", 0.0, 0.0, finished=False)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    res = subprocess.run([sys.executable, "-m", "runner.report", str(sweep), "--tracking-uri", uri], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    md = (sweep / "report.md").read_text()
+    assert "| optimizer | gsm8k | qa |" in md
+    assert "| a | 0.625 (+0.375) [n=2] | 0.125 (+0.000) |" in md
+    assert "| b | failed (1) | — |" in md
+    png = (sweep / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["dspy-runner-reports"])
+    assert len(runs) == 1
+    assert runs["metrics.compiled_score.gsm8k.a"][0] == pytest.approx(0.625)
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
+    assert arts == {"report.md", "report.png"}

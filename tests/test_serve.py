@@ -1,0 +1,131 @@
+"""runner.serve: a real uvicorn server on 127.0.0.1 (random free port), called over HTTP.
+
+The model is tests/streaming.py: a LiteLLM custom provider that streams a scripted reply
+token by token (answer 1234.5), so SSE streaming is tested end to end without a real LM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import ROOT, SEARCHPATH
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from test_loading import _compiled, _save_v1
+
+    tmp = tmp_path_factory.mktemp("serve")
+    _save_v1(_compiled(), tmp / "a" / "program")
+    _save_v1(_compiled("ChainOfThought"), tmp / "b" / "program", module="ChainOfThought")
+    man = json.loads((tmp / "b" / "program" / "manifest.json").read_text())
+    man["scores"]["compiled_score"] = 0.9  # b is the better program for best_of
+    (tmp / "b" / "program" / "manifest.json").write_text(json.dumps(man))
+    port = _free_port()
+    log_file = tmp / "server.log"
+    cmd = [sys.executable, "-m", "runner.serve", SEARCHPATH, "model=streaming", f"port={port}", "timeout_s=1.5",
+           f"programs=[{{name: a, uri: '{tmp / 'a'}'}}, {{name: b, uri: '{tmp / 'b' / 'program'}'}}]",
+           f"hydra.run.dir={tmp}/hydra", f"paths.cache_dir={tmp}/cache"]
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {log_file.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not start: {log_file.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield {"base": base, "log": log_file}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_health_and_openapi(server):
+    health = httpx.get(f"{server['base']}/health", timeout=5).json()
+    assert health == {"status": "ok", "model": "scriptedstream/scripted", "programs": ["a", "b"]}
+    spec = httpx.get(f"{server['base']}/openapi.json", timeout=5).json()
+    assert {"/programs/a", "/programs/a/stream", "/programs/b", "/ensemble"} <= set(spec["paths"])
+    assert spec["components"]["schemas"]["a_inputs"]["required"] == ["question"]
+
+
+def test_predict_logs_latency_and_tokens(server):
+    r = httpx.post(f"{server['base']}/programs/a", json={"question": "What is 1+1?"}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["outputs"] == {"answer": 1234.5}
+    assert body["usage"]["completion_tokens"] == 5 and body["usage"]["prompt_tokens"] > 0
+    time.sleep(0.2)
+    lines = [json.loads(l) for l in server["log"].read_text().splitlines() if l.startswith("{")]
+    req = [l for l in lines if l.get("msg") == "request" and l.get("path") == "/programs/a"]
+    assert req and req[-1]["status"] == 200 and req[-1]["completion_tokens"] == 5 and req[-1]["latency_s"] > 0
+
+
+def test_validation_names_fields(server):
+    r = httpx.post(f"{server['base']}/programs/a", json={"qestion": "typo"}, timeout=5)
+    assert r.status_code == 422
+    locs = [tuple(e["loc"]) for e in r.json()["detail"]]
+    assert ("body", "question") in locs and ("body", "qestion") in locs
+    r = httpx.post(f"{server['base']}/ensemble", json={"inputs": {}}, timeout=5)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "inputs", "question"]
+
+
+def test_stream_sends_tokens_as_they_come(server):
+    events, arrivals = [], []
+    with httpx.stream("POST", f"{server['base']}/programs/b/stream", json={"question": "1+1?"}, timeout=10) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line[6:])))
+                arrivals.append(time.monotonic())
+    tokens = [d["chunk"] for e, d in events if e == "token"]
+    assert len(tokens) >= 3 and "".join(tokens).strip() == "1234.5"
+    assert events[-1][0] == "prediction" and events[-1][1]["outputs"]["answer"] == 1234.5
+    assert arrivals[len(tokens) - 1] - arrivals[0] > 0.06  # spread over time, not one buffered blob
+
+
+def test_ensemble_majority_and_best_of(server):
+    r = httpx.post(f"{server['base']}/ensemble", json={"inputs": {"question": "1+1?"}}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] == 1234.5 and body["votes"] == {"1234.5": 2} and body["chosen"] == "b"
+    r = httpx.post(f"{server['base']}/ensemble", json={"inputs": {"question": "1+1?"}, "strategy": "best_of",
+                                                       "programs": ["a", "b"]}, timeout=10)
+    assert r.json()["chosen"] == "b" and r.json()["votes"] is None
+    assert httpx.post(f"{server['base']}/ensemble", json={"inputs": {"question": "x"}, "programs": ["zzz"]},
+                      timeout=5).status_code == 404
+
+
+def test_timeout_is_504(server):
+    t0 = time.monotonic()
+    r = httpx.post(f"{server['base']}/programs/a", json={"question": "SLOW please"}, timeout=10)
+    assert r.status_code == 504 and "timeout_s=1.5" in r.json()["detail"]
+    assert time.monotonic() - t0 < 3
