@@ -1,0 +1,66 @@
+"""Every option of every config group composes; cheap ones also instantiate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import CONF, ROOT
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["model", "program", "adapter", "task", "metric", "optimizer", "tracking",
+                                   "experiment", "hparams_search", "debug"])
+def test_every_option_composes(compose, group):
+    options = _options(group)
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        extra = ["task.signature='question -> answer'", "task.data=x.jsonl"] if option == "custom" else []
+        cfg = compose([f"{group}={option}", *extra], return_hydra_config=True)
+        assert cfg.hydra.runtime.choices[group] == option
+        # everything outside the hydra node resolves (no dangling interpolation)
+        OmegaConf.to_container(cfg.model, resolve=True)
+        OmegaConf.to_container(cfg.optimizer, resolve=True)
+
+
+@pytest.mark.parametrize("option", _options("adapter"))
+def test_adapters_instantiate(compose, option):
+    import dspy
+
+    assert isinstance(instantiate(compose([f"adapter={option}"]).adapter), dspy.Adapter)
+
+
+@pytest.mark.parametrize("option", [o for o in _options("model") if o != "litellm"])
+def test_local_model_options_target_local_providers(compose, option):
+    cfg = compose([f"model={option}"])
+    target = cfg.model._target_
+    assert target in ("runner.models.build_lm", "runner.models.auto_lm")
+    if target == "runner.models.build_lm":
+        assert cfg.model.model.split("/")[0] in ("llamacpp", "mlx", "torch")
+
+
+def test_cli_cfg_job_and_defaults_tree_are_fast_and_right():
+    out = subprocess.run([sys.executable, "-m", "runner", "--cfg", "job", "optimizer=gepa", "task=lora"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    job = OmegaConf.create(out.stdout)
+    assert job.optimizer.init._target_ == "dspy.GEPA" and job.task.name == "lora"
+    tree = subprocess.run([sys.executable, "-m", "runner", "--info", "defaults-tree", "experiment=gsm8k_mipro"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert tree.returncode == 0 and "optimizer: mipro_v2" in tree.stdout
+
+
+def test_cfg_job_does_not_import_heavy_libraries():
+    code = ("import sys, runpy; sys.argv=['runner','--cfg','job'];\n"
+            "try:\n runpy.run_module('runner', run_name='__main__')\nexcept SystemExit: pass\n"
+            "heavy=[m for m in ('mlflow','dspy','llama_cpp','mlx','torch','litellm') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-2000:]
