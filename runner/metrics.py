@@ -51,14 +51,12 @@ class _FieldMetric:
     def __init__(self, field: str | None = None):
         self.field = field
 
-    def _pair(self, example, pred):
-        field = self.field or list(example.labels().keys())[-1]
-        return example.get(field), getattr(pred, field, None) if pred is not None else None
-
     def __call__(self, example, pred, trace=None, pred_name=None, pred_trace=None):
-        gold, got = self._pair(example, pred)
+        field = self.field or list(example.labels().keys())[-1]
+        gold = example.get(field)
+        got = getattr(pred, field, None) if pred is not None else None
         if got is None:
-            return _result(0.0, f"no `{self.field}` in the output; expected {gold!r}")
+            return _result(0.0, f"no `{field}` in the output; expected {gold!r}")
         return self.score(gold, got)
 
     @property
