@@ -1,0 +1,165 @@
+"""Build the `dspy.LM` of a run (Hydra `_target_`s of conf/model/*.yaml).
+
+`build_lm` takes any LiteLLM model string; `llamacpp/`, `mlx/` and `torch/` models run in this
+process through runner.providers. `auto_lm` looks at the hardware and picks the local backend,
+remembering why (`last_choice()`), so the run can log it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from runner.errors import RunnerError
+
+LOCAL_BACKENDS = ("llamacpp", "mlx", "torch")
+
+_INSTALL_HINTS = {
+    "llamacpp": "pip install llama-cpp-python (x86: CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON "
+    "-DGGML_F16C=ON'; `make setup` does it)",
+    "mlx": "pip install mlx-lm 'mlx[cpu]' (Linux) or mlx-lm (macOS)",
+    "torch": "pip install -e '.[torch]' (torch + transformers)",
+}
+
+_LAST_CHOICE: dict = {}
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (what Hydra passes) -> plain dicts/lists."""
+    if value is None:
+        return None
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:
+        pass
+    return value
+
+
+def backend_available(backend: str) -> bool:
+    """Whether the libraries of a local backend are installed (checked without importing them)."""
+    modules = {"llamacpp": ["llama_cpp"], "mlx": ["mlx", "mlx_lm"], "torch": ["torch", "transformers"]}[backend]
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def require_backend(backend: str) -> None:
+    if not backend_available(backend):
+        raise RunnerError(f"the {backend} backend is not installed", _INSTALL_HINTS[backend])
+
+
+def check_endpoint(api_base: str, timeout: float = 2.0) -> None:
+    """Fail fast with a hint when an OpenAI-compatible server is not listening."""
+    url = urlparse(api_base)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise RunnerError(
+            f"cannot reach the LM endpoint {api_base} ({exc})",
+            "start the server (vLLM, llama-server, LM Studio, ollama) or fix model.api_base",
+        ) from exc
+
+
+def build_lm(
+    model: str,
+    temperature: float = 0.0,
+    max_tokens: int = 384,
+    cache: bool = True,
+    backend: dict | None = None,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    num_retries: int | None = None,
+    **kwargs: Any,
+):
+    """A `dspy.LM` for `model`.
+
+    `llamacpp/<embedded|file.gguf>`, `mlx/<embedded|mlx-lm folder>`, `torch/<embedded|HF folder|file.gguf>`
+    run in process; `backend` holds their load options (n_ctx, n_threads, n_batch / cache_dir /
+    device, dtype). Anything else is handed to LiteLLM as is (openai/..., ollama_chat/...).
+    """
+    import dspy
+
+    from runner import providers
+
+    providers.register()
+    prefix, _, name = model.partition("/")
+    if prefix in LOCAL_BACKENDS:
+        from runner.embedded import resolve_model_path
+
+        require_backend(prefix)
+        resolve_model_path(name)  # RunnerError now rather than inside the first LM call
+        providers.configure(prefix, name, **(_plain(backend) or {}))
+        # Retrying a local model repeats the same failure; LiteLLM would only add delay.
+        return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, cache=cache,
+                       num_retries=num_retries or 0, **kwargs)
+    if api_base:
+        check_endpoint(api_base)
+    extra = {k: v for k, v in {"api_base": api_base, "api_key": api_key}.items() if v}
+    return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, cache=cache,
+                   num_retries=3 if num_retries is None else num_retries, **extra, **kwargs)
+
+
+def choose_backend(hw: dict) -> tuple[str, str]:
+    """(backend, reason) for this hardware: the fastest installed backend for the embedded model."""
+    installed = {b: backend_available(b) for b in LOCAL_BACKENDS}
+    apple, gpu, cpu = hw.get("apple_silicon") or {}, hw.get("cuda") or {}, hw.get("cpu") or {}
+    if apple and installed["mlx"]:
+        return "mlx", f"Apple Silicon ({apple.get('chip')}, {apple.get('gpu_cores')} GPU cores): MLX on Metal"
+    if apple and installed["llamacpp"]:
+        return "llamacpp", f"Apple Silicon ({apple.get('chip')}) without mlx-lm: llama.cpp on Metal"
+    if gpu.get("available") and installed["torch"]:
+        name = (gpu.get("devices") or [{}])[0].get("name", "GPU")
+        return "torch", f"CUDA device ({name}): PyTorch on the GPU"
+    simd = "+".join(f for f in ("avx512", "avx2", "fma", "f16c", "neon") if cpu.get(f)) or "no SIMD flags"
+    if installed["llamacpp"]:
+        return "llamacpp", f"CPU only ({cpu.get('physical_cores')} cores, {simd}): llama.cpp runs the Q4 GGUF fastest"
+    if installed["mlx"]:
+        return "mlx", f"CPU only ({simd}) and llama-cpp-python missing: mlx[cpu] fallback"
+    if installed["torch"]:
+        return "torch", "CPU only, llama-cpp-python and mlx-lm missing: PyTorch fallback"
+    raise RunnerError("no local LM backend is installed", _INSTALL_HINTS["llamacpp"])
+
+
+def auto_lm(
+    model_name: str = "embedded",
+    temperature: float = 0.0,
+    max_tokens: int = 384,
+    cache: bool = True,
+    options: dict | None = None,
+    **kwargs: Any,
+):
+    """The embedded (or given) model on the best backend for this machine; see `last_choice()`.
+
+    `options` maps a backend name to its load options, used only if that backend is chosen.
+    """
+    from runner import hardware
+
+    hw = hardware.detect()
+    backend, reason = choose_backend(hw)
+    _LAST_CHOICE.clear()
+    _LAST_CHOICE.update({"backend": backend, "model": f"{backend}/{model_name}", "reason": reason, "hardware": hw})
+    _announce(backend, reason)
+    options = _plain(options) or {}
+    return build_lm(f"{backend}/{model_name}", temperature=temperature, max_tokens=max_tokens, cache=cache,
+                    backend=options.get(backend), **kwargs)
+
+
+def last_choice() -> dict:
+    """What `auto_lm` picked last: {"backend", "model", "reason", "hardware"} ({} before any call)."""
+    return dict(_LAST_CHOICE)
+
+
+def _announce(backend: str, reason: str) -> None:
+    try:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold]model backend:[/bold] {backend} [dim]({reason})[/dim]")
+    except ImportError:
+        print(f"model backend: {backend} ({reason})", file=sys.stderr)

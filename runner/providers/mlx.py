@@ -1,0 +1,131 @@
+"""`mlx/<embedded|path>`: mlx-lm in process (Metal on Apple Silicon, mlx[cpu] elsewhere).
+
+`embedded` (or any .gguf path) is converted once into an mlx-lm folder under the cache dir
+(runner.gguf_to_mlx) and loaded from there afterwards. Like llama.cpp, the KV cache of the last
+call is kept and trimmed back to the common prefix, so a warm DSPy call only evaluates its tail.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from runner.embedded import resolve_model_path
+from runner.errors import RunnerError
+from runner.providers.base import GenParams, LocalProvider
+
+
+def default_cache_dir() -> Path:
+    """$DSPY_RUNNER_CACHE/mlx, else outputs/cache/mlx (the same place conf/paths uses)."""
+    root = os.environ.get("DSPY_RUNNER_CACHE")
+    return Path(root) / "mlx" if root else Path("outputs") / "cache" / "mlx"
+
+
+def import_mlx_lm():
+    try:
+        import mlx.core  # noqa: F401
+        import mlx_lm
+    except ImportError as exc:
+        raise RunnerError(
+            f"the mlx backend needs mlx and mlx-lm ({exc})",
+            "pip install mlx-lm 'mlx[cpu]' (Linux) or pip install mlx-lm (macOS)",
+        ) from exc
+    return mlx_lm
+
+
+def model_folder(path: Path, options: dict) -> Path:
+    """An mlx-lm model folder for `path`: converted from GGUF (cached) or used as is."""
+    if path.is_file() and path.suffix == ".gguf":
+        from runner.gguf_to_mlx import ensure_converted
+
+        return ensure_converted(path, Path(options.get("cache_dir") or default_cache_dir()))
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    raise RunnerError(f"mlx needs a .gguf file or an mlx-lm model folder, got {str(path)!r}",
+                      "pass `embedded`, a .gguf path or a folder with config.json + safetensors")
+
+
+class MlxEngine:
+    def __init__(self, folder: Path, options: dict):
+        mlx_lm = import_mlx_lm()
+        from mlx_lm.models.cache import make_prompt_cache
+
+        self.folder = folder
+        self.model, self.tokenizer = mlx_lm.load(str(folder))
+        self.lock = threading.Lock()
+        self.n_ctx = options.get("n_ctx")
+        self._make_cache = lambda: make_prompt_cache(self.model)
+        self.kv = None
+        self.kv_tokens: list[int] = []  # the tokens whose keys/values `kv` holds
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def tokens(self, prompt: str) -> list[int]:
+        bos = self.tokenizer.bos_token
+        return self.tokenizer.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokens(prompt))
+
+    def _reuse_prefix(self, ids: list[int]) -> list[int]:
+        """Trim the kept KV cache to the common prefix with `ids`; return the tokens still to evaluate."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        common = 0
+        for a, b in zip(self.kv_tokens, ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)  # at least one token must be evaluated to get logits
+        if self.kv is None or common <= 0 or not can_trim_prompt_cache(self.kv):
+            self.kv, self.kv_tokens = self._make_cache(), []
+            return ids
+        trim_prompt_cache(self.kv, self.kv[0].offset - common)
+        self.kv_tokens = self.kv_tokens[:common]
+        return ids[common:]
+
+    def stream(self, prompt: str, params: GenParams) -> Iterator[str]:
+        import mlx.core as mx
+        from mlx_lm import stream_generate
+        from mlx_lm.sample_utils import make_sampler
+
+        if params.seed is not None:
+            mx.random.seed(int(params.seed))
+        ids = self.tokens(prompt)
+        todo = self._reuse_prefix(ids)
+        done = list(ids[: len(ids) - len(todo)])
+        generated: list[int] = []
+        sampler = make_sampler(temp=params.temperature, top_p=params.top_p if params.top_p < 1.0 else 0.0)
+        try:
+            for response in stream_generate(self.model, self.tokenizer, todo, max_tokens=params.max_tokens,
+                                            sampler=sampler, prompt_cache=self.kv):
+                if response.finish_reason == "stop" and response.token in self.tokenizer.eos_token_ids:
+                    if response.text:  # the detokenizer's last flush, never the EOS text itself
+                        yield response.text
+                    return
+                generated.append(response.token)
+                yield response.text
+        finally:
+            # mlx-lm evaluates one token ahead, so the cache may hold a token nobody saw (or EOS):
+            # cut it back to what we know, or the next call's prefix would be misaligned.
+            from mlx_lm.models.cache import trim_prompt_cache
+
+            known = done + todo + generated
+            offset = self.kv[0].offset if self.kv else 0
+            if offset > len(known):
+                trim_prompt_cache(self.kv, offset - len(known))
+            self.kv_tokens = known[: min(offset, len(known))]
+
+    def reset(self) -> None:
+        """Drop the KV cache (the next call is cold); used by the benchmark."""
+        self.kv, self.kv_tokens = None, []
+
+
+class MlxProvider(LocalProvider):
+    backend = "mlx"
+
+    def load(self, model: str, options: dict) -> MlxEngine:
+        return MlxEngine(model_folder(resolve_model_path(model), options), options)
