@@ -184,6 +184,33 @@ def _split_model(model: str) -> str:
     return model
 
 
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share: what a kept KV cache can still serve."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class HFTokenizerChat:
+    """Prompt rendering and tokenization for engines holding a Hugging Face-style `self.tokenizer`
+    (mlx-lm's TokenizerWrapper and transformers' tokenizers share this API)."""
+
+    tokenizer: Any
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def tokens(self, prompt: str) -> list[int]:
+        bos = self.tokenizer.bos_token
+        return self.tokenizer.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokens(prompt))
+
+
 class LocalProvider(litellm.CustomLLM):
     """CustomLLM running an in-process model; subclasses set `backend` and implement `load`."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runner.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.providers.base import GenParams, LocalProvider
+from runner.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
 
 
 def default_cache_dir() -> Path:
@@ -47,7 +47,7 @@ def model_folder(path: Path, options: dict) -> Path:
                       "pass `embedded`, a .gguf path or a folder with config.json + safetensors")
 
 
-class MlxEngine:
+class MlxEngine(HFTokenizerChat):
     def __init__(self, folder: Path, options: dict):
         mlx_lm = import_mlx_lm()
         from mlx_lm.models.cache import make_prompt_cache
@@ -60,25 +60,11 @@ class MlxEngine:
         self.kv = None
         self.kv_tokens: list[int] = []  # the tokens whose keys/values `kv` holds
 
-    def render(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def tokens(self, prompt: str) -> list[int]:
-        bos = self.tokenizer.bos_token
-        return self.tokenizer.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
-
-    def count_tokens(self, prompt: str) -> int:
-        return len(self.tokens(prompt))
-
     def _reuse_prefix(self, ids: list[int]) -> list[int]:
         """Trim the kept KV cache to the common prefix with `ids`; return the tokens still to evaluate."""
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
-        common = 0
-        for a, b in zip(self.kv_tokens, ids):
-            if a != b:
-                break
-            common += 1
+        common = common_prefix_len(self.kv_tokens, ids)
         common = min(common, len(ids) - 1)  # at least one token must be evaluated to get logits
         if self.kv is None or common <= 0 or not can_trim_prompt_cache(self.kv):
             self.kv, self.kv_tokens = self._make_cache(), []

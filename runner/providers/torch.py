@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runner.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.providers.base import GenParams, LocalProvider
+from runner.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
 
 
 def import_torch():
@@ -48,7 +48,7 @@ def pick_dtype(torch, device: str, wanted: str = "auto"):
     return torch.float32  # CPU half-precision matmuls are slow or missing
 
 
-class TorchEngine:
+class TorchEngine(HFTokenizerChat):
     def __init__(self, path: Path, options: dict):
         torch, transformers = import_torch()
         self.torch = torch
@@ -75,22 +75,8 @@ class TorchEngine:
         params = inspect.signature(self.model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
 
-    def render(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def tokens(self, prompt: str) -> list[int]:
-        bos = self.tokenizer.bos_token
-        return self.tokenizer.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
-
-    def count_tokens(self, prompt: str) -> int:
-        return len(self.tokens(prompt))
-
     def _reuse_prefix(self, ids: list[int]) -> list[int]:
-        common = 0
-        for a, b in zip(self.kv_tokens, ids):
-            if a != b:
-                break
-            common += 1
+        common = common_prefix_len(self.kv_tokens, ids)
         common = min(common, len(ids) - 1)
         if self.kv is None or common <= 0 or not hasattr(self.kv, "crop"):
             self.kv, self.kv_tokens = None, []
