@@ -5,6 +5,8 @@ Returns the dev score so Hydra sweepers (Optuna) can optimise it.
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import hydra
@@ -17,10 +19,17 @@ from runner.errors import RunnerError, exit_with, find_user_error
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from runner.pipeline import run  # heavy imports only once a job really runs
 
+    if threading.current_thread() is threading.main_thread():
+        # `kill` / a scheduler's SIGTERM ends the job like Ctrl-C: the MLflow run is closed as KILLED
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return run(cfg)
     except KeyboardInterrupt:

@@ -83,7 +83,8 @@ def test_malformed_dataset_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_marks_run_killed_and_keeps_metrics(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_marks_run_killed_and_keeps_metrics(tmp_path, sig):
     env_cmd = [sys.executable, "-m", "runner", SEARCHPATH, "model=slow", "model.delay=0.3", "optimizer=none",
                "task.splits.n_dev=8", "eval.num_threads=1", "lm_check=false",
                f"hydra.run.dir={tmp_path}/run", f"tracking.artifact_location={tmp_path}/art"]
@@ -101,7 +102,7 @@ def test_ctrl_c_marks_run_killed_and_keeps_metrics(tmp_path):
         if "Average Metric" in line:
             time.sleep(1.0)
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=60)
     out += rest
     assert proc.returncode == 130, out[-2000:]
