@@ -51,6 +51,7 @@ def test_diff_dir_against_mlflow_run_id(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     a = _job(tmp_path / "a", "gsm8k", "LabeledFewShot", 0.5, 0.25, k=4)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("diff-test")  # not an experiment id left active by an earlier test's store
     config = json.loads((a / "program" / "manifest.json").read_text())["config"]
     config["seed"] = 7
     with mlflow.start_run() as run:
