@@ -94,19 +94,6 @@ def _backend_choice(cfg: DictConfig) -> dict:
     return last_choice() or {}
 
 
-def _instantiate_program(cfg: DictConfig):
-    """Build (or load, program=<uri>) the program; a RunnerError from the loader stays one line
-    instead of Hydra's InstantiationException wrapper."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(cfg.program)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, RunnerError):
-            raise exc.__cause__ from None
-        raise
-
-
 def _program_recipe(cfg: DictConfig, program) -> tuple[dict, str | None]:
     """The program config to put in the new manifest, and where a loaded program came from.
 
@@ -136,7 +123,7 @@ def run(cfg: DictConfig) -> float:
 
     # Everything that can fail without an LM fails here, before the MLflow run starts.
     splits = _load_splits(cfg)
-    program = _instantiate_program(cfg)
+    program = instantiate(cfg.program)
     metric = instantiate(cfg.metric)
     optimizer_factory = instantiate(cfg.optimizer.init)
 
