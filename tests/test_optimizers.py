@@ -52,7 +52,7 @@ def test_optimizer_compiles(compose, name):
 
 
 def test_gepa_gets_feedback_metric_and_one_budget(compose):
-    cfg = compose(["optimizer=gepa", "model=scripted"])
+    cfg = compose(["optimizer=gepa", "model=scripted", "task=gsm8k"])
     budgets = [k for k in ("auto", "max_full_evals", "max_metric_calls") if cfg.optimizer.init.get(k) is not None]
     assert budgets == ["max_metric_calls"]
     factory = instantiate(cfg.optimizer.init)

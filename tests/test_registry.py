@@ -31,7 +31,7 @@ def test_register_promote_and_reevaluate(tmp_path):
     assert promo.returncode == 0, promo.stderr
     assert "gsm8k@champion -> version 1" in promo.stdout
 
-    again = run_runner([SEARCHPATH, "model=scripted", "program=models:/gsm8k@champion", "optimizer=none"],
+    again = run_runner([SEARCHPATH, "model=scripted", "task=gsm8k", "program=models:/gsm8k@champion", "optimizer=none"],
                        tmp_path / "b", env=store, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     # the loaded program (4 demos), not a fresh Predict, was evaluated and saved again
