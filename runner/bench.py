@@ -20,6 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import runner  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
 
+from runner.app import CONF_DIR  # noqa: E402
+from runner.logs import quiet_libraries  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 FILLER = ("DSPy programs send long prompts: instructions, input and output field descriptions and "
@@ -273,10 +276,11 @@ def run_bench(cfg: DictConfig, out: Path) -> dict:
     return report
 
 
-@hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    quiet_libraries()
     out = Path(HydraConfig.get().runtime.output_dir)
     report = run_bench(cfg, out)
     print_report(report)

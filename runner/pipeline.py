@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import manifest, tracking
 from runner.errors import RunnerError
 from runner.evaluation import evaluate
+from runner.logs import quiet_libraries
 from runner.optimizers import build, compile_program
 from runner.progress import console, phase
 from runner.summary import summary_table
@@ -32,12 +33,6 @@ def _seed_everything(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
-
-
-def _quiet_libraries() -> None:
-    """LiteLLM logs every call at INFO under Hydra's INFO root logger; keep warnings only."""
-    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _configure_cache(cfg: DictConfig) -> None:
@@ -116,7 +111,7 @@ def run(cfg: DictConfig) -> float:
     import dspy
 
     _seed_everything(cfg.seed)
-    _quiet_libraries()
+    quiet_libraries()
     _configure_cache(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)

@@ -40,6 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 from runner.errors import RunnerError, exit_with
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from runner.logs import quiet_libraries  # noqa: E402
+
 log = logging.getLogger("runner.serve")
 
 
@@ -58,6 +60,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO") -> None:
+    quiet_libraries()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("runner", "uvicorn", "uvicorn.error"):
