@@ -139,7 +139,8 @@ def run(cfg: DictConfig) -> float:
 
         meter = UsageMeter()
         lm = instantiate(cfg.model)
-        dspy.configure(lm=lm, adapter=instantiate(cfg.adapter), callbacks=[meter])
+        # keep the callbacks already installed (mlflow.dspy.autolog adds its tracer there)
+        dspy.configure(lm=lm, adapter=instantiate(cfg.adapter), callbacks=[*dspy.settings.callbacks, meter])
         backend = _backend_choice(cfg)
         tracking.log_params({"lm.model": lm.model, **{f"backend.{k}": str(v) for k, v in (backend or {}).items()
                                                       if k in ("backend", "reason")}})

@@ -41,6 +41,13 @@ def test_run_compiles_saves_and_logs(tmp_path):
     assert "hydra/config.yaml" in hydra_files and "hydra/overrides.yaml" in hydra_files
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert logged and logged[0].source_run_id == run.info.run_id
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list", max_results=100)
+    ours = [t for t in traces if t.info.request_metadata.get("mlflow.sourceRun") == run.info.run_id]
+    assert len(ours) >= 8, "mlflow.dspy.autolog should trace every evaluated example"  # 4 baseline + 4 compiled
+    assert any(s.name.endswith("__call__") for s in ours[0].data.spans)  # the LM call is a span
 
     saved = tmp_path / "run" / "program"
     manifest = json.loads((saved / "manifest.json").read_text())
