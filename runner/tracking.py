@@ -127,8 +127,13 @@ def log_program(program, registered_model_name: str | None, alias: str | None) -
     import mlflow
     import mlflow.dspy
 
-    info = mlflow.dspy.log_model(program, name="program", registered_model_name=registered_model_name,
-                                  use_dspy_model_save=True)
+    import dspy
+
+    # MLflow pickles dspy.settings next to the program; the run's callbacks (usage meter,
+    # autolog's tracer with its open-span tokens) are not part of the model and may not pickle.
+    with dspy.context(callbacks=[]):
+        info = mlflow.dspy.log_model(program, name="program", registered_model_name=registered_model_name,
+                                      use_dspy_model_save=True)
     out = {"model_uri": info.model_uri}
     if registered_model_name:
         version = info.registered_model_version

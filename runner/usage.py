@@ -46,14 +46,6 @@ class UsageMeter(BaseCallback):
         self.last_error: BaseException | None = None
         self.listeners: list = []
 
-    def __getstate__(self):
-        """Picklable (MLflow saves dspy.settings, callbacks included): totals only."""
-        return {"_total": self.snapshot()}
-
-    def __setstate__(self, state):
-        self.__init__()
-        self._total = state["_total"]
-
     def snapshot(self) -> Usage:
         with self._lock:
             return Usage(**self._total.as_dict())
