@@ -8,6 +8,7 @@ async completion, real per-token streaming, stop sequences, usage, one lock per 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import threading
 import time
@@ -211,13 +212,14 @@ class HFTokenizerChat:
         return len(self.tokens(prompt))
 
 
-class LocalProvider(litellm.CustomLLM):
+class LocalProvider(litellm.CustomLLM, metaclass=abc.ABCMeta):
     """CustomLLM running an in-process model; subclasses set `backend` and implement `load`."""
 
     backend: str = ""
 
-    def load(self, model: str, options: dict) -> Engine:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def load(self, model: str, options: dict) -> Engine:
+        """Load `model` (a name or path) with `options` into an Engine."""
 
     def cache_key(self, model: str, options: dict) -> tuple:
         return (self.backend, model, tuple(sorted((k, repr(v)) for k, v in options.items())))
