@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
-from runner.manifest import MANIFEST_FILE, PROGRAM_FILE, SCHEMA_VERSION
+from runner.manifest import MANIFEST_FILE, PROGRAM_FILE, SCHEMA_VERSION, STATE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_RESOLVER = "runner.tasks.resolve_signature"
-STATE_ARTIFACT = "program_state"  # artifact dir every run logs (program.json + manifest.json)
 MLFLOW_URI = re.compile(r"^(models|runs):/")
 
 

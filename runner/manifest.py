@@ -17,6 +17,7 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 PROGRAM_FILE = "program.json"
 MANIFEST_FILE = "manifest.json"
+STATE_ARTIFACT = "program_state"  # the MLflow artifact dir every run logs both files under
 
 
 def signature_hash(program) -> str:

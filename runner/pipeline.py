@@ -199,7 +199,7 @@ def run(cfg: DictConfig) -> float:
         if loaded_from:
             man["loaded_from"] = loaded_from
         saved = manifest.save(compiled, run_dir / "program", man)
-        tracking.log_dir(saved, "program_state")
+        tracking.log_dir(saved, manifest.STATE_ARTIFACT)
         if cfg.tracking.log_model:
             info = tracking.log_program(compiled, cfg.tracking.registered_model_name if cfg.register else None,
                                         cfg.tracking.alias)

@@ -46,12 +46,17 @@ def resolved_config(cfg: DictConfig) -> dict:
     return redact(OmegaConf.to_container(cfg, resolve=True))
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI, else None."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 @contextmanager
-def _store_lock(uri: str):
+def _store_lock(db: Path | None):
     """Serialize first contact with a SQLite store across processes: parallel sweep jobs
     (hydra/launcher=parallel) otherwise race in MLflow's schema migration of a new database
     ("table _alembic_tmp_experiments already exists") and in creating the experiment."""
-    if not uri.startswith("sqlite:///"):
+    if db is None:
         yield
         return
     try:
@@ -59,7 +64,7 @@ def _store_lock(uri: str):
     except ImportError:  # Windows: no flock; parallel jobs there need an existing store
         yield
         return
-    with open(uri[len("sqlite:///"):] + ".lock", "w") as fh:
+    with open(f"{db}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -72,9 +77,10 @@ def start(tracking_cfg, run_name: str, tags: dict):
     import mlflow
 
     uri = tracking_cfg.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    with _store_lock(uri):
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    with _store_lock(db):
         mlflow.set_tracking_uri(uri)
         name = tracking_cfg.experiment_name
         if mlflow.get_experiment_by_name(name) is None:
