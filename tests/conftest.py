@@ -47,10 +47,16 @@ def compose():
     GlobalHydra.instance().clear()
 
 
-def run_runner(args, tmp_path: Path, env: dict | None = None, timeout: int = 600):
-    """Run `python -m runner` as a user would, with outputs and MLflow inside tmp_path."""
+def runner_command(args, tmp_path: Path, env: dict | None = None) -> tuple[list[str], dict]:
+    """The `python -m runner` command line and environment that keep outputs and MLflow in tmp_path."""
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
                 "DSPY_RUNNER_CACHE": str(tmp_path / "cache"), **(env or {})}
     cmd = [sys.executable, "-m", "runner", f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/multirun",
            f"tracking.artifact_location={tmp_path}/mlartifacts", *args]
+    return cmd, full_env
+
+
+def run_runner(args, tmp_path: Path, env: dict | None = None, timeout: int = 600):
+    """Run `python -m runner` as a user would, with outputs and MLflow inside tmp_path."""
+    cmd, full_env = runner_command(args, tmp_path, env)
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)

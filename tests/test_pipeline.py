@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, SEARCHPATH, run_runner
+from conftest import ROOT, SEARCHPATH, run_runner, runner_command
 
 
 def _runs(tmp_path):
@@ -92,14 +91,9 @@ def test_malformed_dataset_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_marks_run_killed_and_keeps_metrics(tmp_path, sig):
-    env_cmd = [sys.executable, "-m", "runner", SEARCHPATH, "model=slow", "model.delay=0.3", "optimizer=none",
-               "task.splits.n_dev=8", "eval.num_threads=1", "lm_check=false",
-               f"hydra.run.dir={tmp_path}/run", f"tracking.artifact_location={tmp_path}/art"]
-    import os
-
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "DSPY_RUNNER_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen(env_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd, env = runner_command([SEARCHPATH, "model=slow", "model.delay=0.3", "optimizer=none", "task.splits.n_dev=8",
+                               "eval.num_threads=1", "lm_check=false"], tmp_path)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # wait for the baseline to finish (logged) and the compiled evaluation to start
     deadline = time.time() + 120
     out = ""
