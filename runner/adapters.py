@@ -3,10 +3,11 @@
 DSPy's ChatAdapter expects `[[ ## field ## ]]` headers. A 135M-parameter model often writes
 `answer: 42`, a bare value, or a fenced block instead; ChatAdapter then fails and retries the
 whole call with JSONAdapter, which such a model follows even less. `LenientChatAdapter`
-formats prompts exactly like ChatAdapter and parses well-formed replies identically; only when
-that fails does it recover fields from `name: value` lines, or, for a signature with a single
-output field, from the whole reply (numbers from the last number written). What it cannot
-recover still raises, so a wrong format scores 0 instead of silently passing.
+formats prompts exactly like ChatAdapter and parses well-formed replies identically. Headers
+written with other spacing or hash counts (`[[## answer ## ]]`) are read as headers; only when
+strict parsing still fails does it recover fields from `name: value` lines, or, for a signature
+with a single output field, from the whole reply (numbers from the last number written). What
+it cannot recover still raises, so a wrong format scores 0 instead of silently passing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ from dspy.utils.exceptions import AdapterParseError
 from runner.metrics import last_number
 
 COMPLETED = "[[ ## completed ## ]]"
+# A field header as small models write it: `[[ ## answer ## ]]`, `[[## answer ## ]]`, `[[ #answer# ]]`.
+HEADER = re.compile(r"\[\[[ \t]*#+[ \t]*(\w+)[ \t]*#+[ \t]*\]\]")
+# Stop text: the end of the completed marker, however its opening brackets were spaced. What is
+# left of the marker (`[[` or `[[ `) is cut by `normalize_headers`.
+COMPLETED_STOP = "## completed ##"
+TRAILING_OPEN = re.compile(r"\s*\[\[[ \t#]*$")
+
+
+def normalize_headers(completion: str) -> str:
+    """Rewrite every header variant to ChatAdapter's `[[ ## name ## ]]` and drop a dangling `[[`
+    left where generation stopped inside the completed marker."""
+    return TRAILING_OPEN.sub("", HEADER.sub(lambda m: f"[[ ## {m.group(1)} ## ]]", completion))
 
 
 def _coerce(text: str, annotation) -> Any:
@@ -44,15 +57,16 @@ class LenientChatAdapter(dspy.ChatAdapter):
         self.stop_at_completed = stop_at_completed
 
     def _with_stop(self, lm_kwargs: dict, signature) -> dict:
-        """Stop at the `[[ ## completed ## ]]` marker the prompt asks for, or when the first
-        output header comes round again: small models otherwise repeat fields until
-        max_tokens, which costs most of the decode time."""
+        """Stop at the `[[ ## completed ## ]]` marker the prompt asks for (matched without its
+        brackets, whose spacing small models vary), or when the first output header comes round
+        again: small models otherwise repeat fields until max_tokens, which costs most of the
+        decode time."""
         if not self.stop_at_completed:
             return lm_kwargs
         stop = lm_kwargs.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         first = next(iter(signature.output_fields))
-        extra = [s for s in (COMPLETED, f"\n\n[[ ## {first} ## ]]") if s not in stop]
+        extra = [s for s in (COMPLETED_STOP, f"\n\n[[ ## {first} ## ]]") if s not in stop]
         return {**lm_kwargs, "stop": [*stop, *extra]}
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
@@ -62,6 +76,7 @@ class LenientChatAdapter(dspy.ChatAdapter):
         return await super().acall(lm, self._with_stop(lm_kwargs, signature), signature, demos, inputs)
 
     def parse(self, signature, completion: str) -> dict[str, Any]:
+        completion = normalize_headers(completion)
         try:
             return super().parse(signature, completion)
         except AdapterParseError as strict_error:

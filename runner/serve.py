@@ -186,22 +186,6 @@ def _missing(inputs: dict, needed: list[str], prefix=("body", "inputs")) -> list
     return [{"loc": [*prefix, f], "msg": "Field required", "type": "missing"} for f in needed if f not in inputs]
 
 
-def _stream_listener(field_name: str):
-    """A StreamListener that also accepts subclasses of the stock adapters (LenientChatAdapter):
-    DSPy looks adapters up by exact class name."""
-    import dspy
-    from dspy.streaming import StreamListener
-
-    listener = StreamListener(signature_field_name=field_name)
-    adapter = dspy.settings.adapter
-    if adapter is not None:
-        for cls in type(adapter).__mro__:
-            if cls.__name__ in listener.adapter_identifiers:
-                listener.adapter_identifiers[type(adapter).__name__] = listener.adapter_identifiers[cls.__name__]
-                break
-    return listener
-
-
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
@@ -215,6 +199,8 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from pydantic import BaseModel, Field
+
+    from runner.stream_listener import LenientStreamListener
 
     app = FastAPI(title="dspy-runner serve", version="1",
                   description="Compiled DSPy programs loaded from state JSON + manifest (no pickle).")
@@ -268,7 +254,7 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
 
         async def stream(body: Body):  # type: ignore[valid-type]
             inputs = body.model_dump()
-            streamed = dspy.streamify(s.program, stream_listeners=[_stream_listener(s.answer_field)],
+            streamed = dspy.streamify(s.program, stream_listeners=[LenientStreamListener(s.answer_field)],
                                       async_streaming=True)
 
             async def events():

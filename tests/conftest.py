@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,58 @@ def run_runner(args, tmp_path: Path, env: dict | None = None, timeout: int = 600
     """Run `python -m runner` as a user would, with outputs and MLflow inside tmp_path."""
     cmd, full_env = runner_command(args, tmp_path, env)
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(args, tmp: Path, startup_s: float = 90):
+    """Start `python -m runner.serve ARGS` on a free loopback port; yield {base, log} once /health answers."""
+    import httpx
+
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    log_file = tmp / "server.log"
+    cmd = [sys.executable, "-m", "runner.serve", f"port={port}", f"hydra.run.dir={tmp}/hydra",
+           f"paths.cache_dir={tmp}/cache", *args]
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + startup_s
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {log_file.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not start: {log_file.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield {"base": base, "log": log_file}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def sse_events(response) -> list[tuple[str, dict, float]]:
+    """(event, data, arrival time) for each SSE message of an httpx streaming response."""
+    import json
+
+    events, event = [], None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events.append((event, json.loads(line[6:]), time.monotonic()))
+    return events

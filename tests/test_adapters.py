@@ -6,7 +6,7 @@ import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 
-from runner.adapters import COMPLETED, LenientChatAdapter
+from runner.adapters import COMPLETED_STOP, LenientChatAdapter
 
 
 class QA(dspy.Signature):
@@ -27,6 +27,22 @@ class Plan(dspy.Signature):
 def test_well_formed_reply_parses_like_chat_adapter():
     text = "[[ ## answer ## ]]\n12.5\n\n[[ ## completed ## ]]"
     assert LenientChatAdapter().parse(QA, text) == dspy.ChatAdapter().parse(QA, text) == {"answer": 12.5}
+
+
+@pytest.mark.parametrize("text,expected", [
+    # headers as SmolLM2-135M writes them (seen from the real model), with what a stop at
+    # "## completed ##" leaves behind
+    ("[[## answer ## ]]\n12.5\n\n[[## completed ## ]]\n12.5", 12.5),
+    ("[[ ##answer## ]]\n12.5\n\n[[", 12.5),
+    ("[[ # answer # ]] 12.5", 12.5),
+])
+def test_header_variants_parse_as_headers(text, expected):
+    assert LenientChatAdapter().parse(QA, text) == {"answer": expected}
+
+
+def test_header_variants_split_multi_field_replies():
+    text = "[[## rank ## ]]\n8\n\n[[ ##optimizer## ]]\nadamw\n\n[[ "
+    assert LenientChatAdapter().parse(Plan, text) == {"rank": 8, "optimizer": "adamw"}
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -60,4 +76,4 @@ def test_stop_sequences_added_to_lm_call():
     lm = Recorder([{"answer": "3"}])
     with dspy.context(lm=lm, adapter=LenientChatAdapter()):
         assert dspy.Predict(QA)(question="1+2?").answer == 3.0
-    assert COMPLETED in seen["stop"] and "\n\n[[ ## answer ## ]]" in seen["stop"]
+    assert COMPLETED_STOP in seen["stop"] and "\n\n[[ ## answer ## ]]" in seen["stop"]

@@ -1,12 +1,14 @@
-"""The real thing: `python -m runner` on the embedded SmolLM2-135M model (llama.cpp on this CPU)."""
+"""The real thing: `python -m runner` and `python -m runner.serve` on the embedded SmolLM2-135M
+model (llama.cpp on this CPU): a program compiled by the runner is served and streamed over HTTP."""
 
 from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
-from conftest import run_runner
+from conftest import ROOT, run_runner, serving, sse_events
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +33,33 @@ def test_runner_on_embedded_model(tmp_path):
     assert manifest["model"].endswith("/embedded")
     assert len(state["demos"]) == 2  # a Predict program: its own state is the predictor's
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"hydra", "program_state"}
+
+
+def test_serve_streams_a_compiled_program_from_the_real_model(tmp_path):
+    """Compile a free-text QA program on the embedded model, then serve it with the llama.cpp backend."""
+    qa = ROOT / "signatures" / "data" / "examples" / "qa.jsonl"
+    proc = run_runner(["model=llamacpp", "task=custom", "task.signature='question -> answer'", f"task.data={qa}",
+                       "metric=f1", "optimizer=labeled_fewshot", "optimizer.init.k=2", "model.max_tokens=48"],
+                      tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    program = tmp_path / "run" / "program"
+    serve_args = ["model=llamacpp", "model.max_tokens=48", "timeout_s=120", f"programs=[{{name: qa, uri: '{program}'}}]"]
+    with serving(serve_args, tmp_path / "serve", startup_s=180) as srv:
+        health = httpx.get(f"{srv['base']}/health", timeout=5).json()
+        assert health["model"] == "llamacpp/embedded" and health["programs"] == ["qa"]
+
+        r = httpx.post(f"{srv['base']}/programs/qa", json={"question": "What is the largest ocean on Earth?"},
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert isinstance(body["outputs"]["answer"], str) and body["outputs"]["answer"].strip()
+        assert body["usage"]["prompt_tokens"] > 50 and body["usage"]["completion_tokens"] > 0
+
+        with httpx.stream("POST", f"{srv['base']}/programs/qa/stream",
+                          json={"question": "Name a famous painting by Leonardo da Vinci."}, timeout=120) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(r)
+    assert events and events[-1][0] == "prediction", events[-3:]
+    chunks = [d["chunk"] for e, d, _ in events if e == "token"]
+    answer = events[-1][1]["outputs"]["answer"]
+    assert chunks and "".join(chunks).strip() == answer.strip()  # the answer arrived as the model wrote it

@@ -7,22 +7,12 @@ token by token (answer 1234.5), so SSE streaming is tested end to end without a 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from conftest import ROOT, SEARCHPATH
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import SEARCHPATH, serving, sse_events
 
 
 @pytest.fixture(scope="module")
@@ -35,35 +25,9 @@ def server(tmp_path_factory):
     man = json.loads((tmp / "b" / "program" / "manifest.json").read_text())
     man["scores"]["compiled_score"] = 0.9  # b is the better program for best_of
     (tmp / "b" / "program" / "manifest.json").write_text(json.dumps(man))
-    port = _free_port()
-    log_file = tmp / "server.log"
-    cmd = [sys.executable, "-m", "runner.serve", SEARCHPATH, "model=streaming", f"port={port}", "timeout_s=1.5",
-           f"programs=[{{name: a, uri: '{tmp / 'a'}'}}, {{name: b, uri: '{tmp / 'b' / 'program'}'}}]",
-           f"hydra.run.dir={tmp}/hydra", f"paths.cache_dir={tmp}/cache"]
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {log_file.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {log_file.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield {"base": base, "log": log_file}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    programs = f"programs=[{{name: a, uri: '{tmp / 'a'}'}}, {{name: b, uri: '{tmp / 'b' / 'program'}'}}]"
+    with serving([SEARCHPATH, "model=streaming", "timeout_s=1.5", programs], tmp) as srv:
+        yield srv
 
 
 def test_health_and_openapi(server):
@@ -96,20 +60,13 @@ def test_validation_names_fields(server):
 
 
 def test_stream_sends_tokens_as_they_come(server):
-    events, arrivals = [], []
     with httpx.stream("POST", f"{server['base']}/programs/b/stream", json={"question": "1+1?"}, timeout=10) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                events.append((event, json.loads(line[6:])))
-                arrivals.append(time.monotonic())
-    tokens = [d["chunk"] for e, d in events if e == "token"]
-    assert len(tokens) >= 3 and "".join(tokens).strip() == "1234.5"
+        events = sse_events(r)
+    tokens = [(d["chunk"], t) for e, d, t in events if e == "token"]
+    assert len(tokens) >= 3 and "".join(c for c, _ in tokens).strip() == "1234.5"
     assert events[-1][0] == "prediction" and events[-1][1]["outputs"]["answer"] == 1234.5
-    assert arrivals[len(tokens) - 1] - arrivals[0] > 0.06  # spread over time, not one buffered blob
+    assert tokens[-1][1] - tokens[0][1] > 0.06  # spread over time, not one buffered blob
 
 
 def test_ensemble_majority_and_best_of(server):
