@@ -17,7 +17,8 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,ray]'
+	$(BIN)/pip install --no-deps 'hydra-ray-launcher==1.2.2'   # pins cloudpickle<3; runs on 3.x (docs/sweeps.md)
 	touch $@
 
 setup: $(VENV)/.installed
