@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 endif
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup run test test-fast validate bench sweep mlflow-ui clean
+.PHONY: setup run test test-fast test-torch validate bench sweep mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The PyTorch backend is an optional extra (a CPU build of torch is ~200 MB, a CUDA one GBs):
+# this installs it and runs the tests that need it (skipped by `make test` without it).
+test-torch: setup
+	$(BIN)/pip install -e '.[torch]'
+	$(BIN)/python -m pytest -q tests/test_providers.py -k torch
 
 validate: setup
 	$(BIN)/python -m runner.validate

@@ -230,3 +230,34 @@ def test_mlx_converts_the_embedded_gguf_once_and_generates(tmp_path, monkeypatch
     assert r.usage.completion_tokens == 6 and r.usage.prompt_tokens > 20
     cut = lm.forward(messages=[{"role": "user", "content": "What is the capital of Germany?"}], stop=[" of"])
     assert cut.choices[0].message.content.strip() == "The capital"  # warm prefix reuse + stop
+
+
+# --- PyTorch, real model (optional extra: runs where `pip install -e '.[torch]'` was done) -----
+needs_torch = pytest.mark.skipif(
+    not __import__("runner.models", fromlist=["x"]).backend_available("torch"),
+    reason="the torch extra is not installed (make test-torch installs it)",
+)
+
+
+@pytest.mark.slow
+@needs_torch
+def test_torch_generates_streams_and_reuses_the_prefix():
+    import litellm
+
+    from runner.models import build_lm
+
+    lm = build_lm("torch/embedded", max_tokens=8, cache=False)
+    q = [{"role": "user", "content": "What is the capital of France?"}]
+    r = lm.forward(messages=q)
+    text = r.choices[0].message.content
+    assert "Paris" in text  # the GGUF was dequantized into a working model (the reply: "The capital of France is Paris.")
+    assert 0 < r.usage.completion_tokens <= 8 and r.usage.prompt_tokens > 20
+    long = lm.forward(messages=[{"role": "user", "content": "Write a long story about a cat."}], max_tokens=5)
+    assert long.usage.completion_tokens == 5 and long.choices[0].finish_reason == "length"
+    engine = providers.handler("torch").engine("embedded")
+    assert engine.device in ("cpu", "cuda", "mps")
+    pieces = [c.choices[0].delta.content for c in
+              litellm.completion(model="torch/embedded", messages=q, max_tokens=8, stream=True)]
+    assert len([p for p in pieces if p]) >= 4 and "".join(p for p in pieces if p) == text  # per token; warm = cold
+    cut = lm.forward(messages=q, stop=[" of"]).choices[0].message.content
+    assert text.startswith(cut) and " of" not in cut
