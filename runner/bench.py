@@ -98,6 +98,34 @@ def timed_generation(provider, model: str, messages: list[dict], max_tokens: int
     }
 
 
+def best_of(provider, model: str, engine, messages: list[dict], max_tokens: int, repeats: int) -> dict:
+    """`repeats` cold calls (KV cache dropped before each): the fastest decode, prefill and TTFT.
+    Best-of is the usual throughput estimate on a shared machine, where noise only slows runs down."""
+    samples = []
+    for _ in range(max(1, repeats)):
+        engine.reset()
+        samples.append(timed_generation(provider, model, messages, max_tokens))
+    decodes = [r["decode_tps"] for r in samples if r["decode_tps"] == r["decode_tps"]]
+    best = max(samples, key=lambda r: r["decode_tps"] if r["decode_tps"] == r["decode_tps"] else -1.0)
+    return {**best, "ttft_s": min(r["ttft_s"] for r in samples),
+            "prefill_tps": max(r["prefill_tps"] for r in samples), "decode_tps_samples": decodes}
+
+
+def thread_scaling(provider, model: str, engine, n_tokens: int, max_tokens: int, repeats: int, all_threads: dict) -> dict:
+    """Decode again with one thread. Memory-bound decode barely speeds up with more threads
+    (they share one memory bus); compute-bound decode speeds up about N-fold. The ratio says
+    which limit the bandwidth fraction is really up against."""
+    threads = engine.n_threads
+    engine.set_threads(1)
+    try:
+        one = best_of(provider, model, engine, prompt_of(engine, n_tokens, f"len {n_tokens}"), max_tokens, repeats)
+    finally:
+        engine.set_threads(threads)
+    ratio = all_threads["decode_tps"] / one["decode_tps"] if one["decode_tps"] else float("nan")
+    return {"threads": threads, "decode_tps_1_thread": one["decode_tps"],
+            "decode_tps_all_threads": all_threads["decode_tps"], "speedup": ratio}
+
+
 def typical_dspy_call(backend: str, model: str, engine, cfg: DictConfig) -> dict:
     """≈500-token DSPy-like prompt + 50 new tokens through litellm.completion, cold vs warm prefix."""
     import litellm
@@ -144,13 +172,16 @@ def bench_backend(backend: str, cfg: DictConfig, bandwidth_gbs: float) -> dict:
     rss_loaded, _ = rss_mb()
 
     timed_generation(provider, cfg.model, [{"role": "user", "content": "Hi"}], 2)  # first-call setup/compile
+    repeats = int(settings.get("repeats", cfg.get("repeats", 1)))
     runs = []
     for n in lengths:
-        engine.reset()
-        result = timed_generation(provider, cfg.model, prompt_of(engine, n, f"len {n}"), decode_tokens)
+        result = best_of(provider, cfg.model, engine, prompt_of(engine, n, f"len {n}"), decode_tokens, repeats)
         runs.append({"target_prompt_tokens": n, **result})
         log.info("%s: %d prompt tokens -> ttft %.2fs, decode %.1f tok/s", backend, result["prompt_tokens"],
                  result["ttft_s"], result["decode_tps"])
+    scaling = None
+    if cfg.get("thread_scaling", False) and hasattr(engine, "set_threads") and engine.n_threads > 1 and runs:
+        scaling = thread_scaling(provider, cfg.model, engine, lengths[0], decode_tokens, repeats, runs[0])
     weights = model_bytes(engine)
     limit = decode_limit_tps(bandwidth_gbs, weights)
     decode = [r["decode_tps"] for r in runs if r["decode_tps"] == r["decode_tps"]]
@@ -162,7 +193,7 @@ def bench_backend(backend: str, cfg: DictConfig, bandwidth_gbs: float) -> dict:
         "backend": backend, "load_s": load_s, "runs": runs, "typical_call": typical,
         "model_bytes": weights, "decode_limit_tps": limit, "best_decode_tps": best_decode,
         "fraction_of_bandwidth_limit": best_decode / limit if limit == limit and limit else float("nan"),
-        "rss_loaded_mb": rss_loaded - rss_before, "peak_rss_mb": peak,
+        "rss_loaded_mb": rss_loaded - rss_before, "peak_rss_mb": peak, "thread_scaling": scaling,
     }
 
 
@@ -197,6 +228,11 @@ def print_report(report: dict) -> None:
             console.print(f"typical DSPy call on {res['backend']} ({t['prompt_tokens']} prompt + {t['new_tokens_warm']} "
                           f"new tokens): warm {t['warm_s']:.2f}s ({mark} < {t['target_s']}s), cold {t['cold_s']:.2f}s, "
                           f"cold/warm {t['cold_over_warm']:.1f}x")
+        sc = res.get("thread_scaling")
+        if sc:
+            bound = "compute bound" if sc["speedup"] > 1 + 0.5 * (sc["threads"] - 1) else "memory bound"
+            console.print(f"{res['backend']} decode: {sc['decode_tps_1_thread']:.1f} tok/s on 1 thread, "
+                          f"{sc['decode_tps_all_threads']:.1f} on {sc['threads']} ({sc['speedup']:.2f}x: {bound})")
     for backend, why in report["skipped"].items():
         console.print(f"[yellow]skipped {backend}[/yellow]: {why}")
 
@@ -248,6 +284,10 @@ def log_mlflow(report: dict, out: Path, cfg: DictConfig) -> None:
                 t = res["typical_call"]
                 metrics.update({f"{b}.typical_warm_s": t["warm_s"], f"{b}.typical_cold_s": t["cold_s"],
                                 f"{b}.typical_cold_over_warm": t["cold_over_warm"]})
+            if res.get("thread_scaling"):
+                sc = res["thread_scaling"]
+                metrics.update({f"{b}.decode_tps_1_thread": sc["decode_tps_1_thread"],
+                                f"{b}.thread_speedup": sc["speedup"]})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
         mlflow.log_artifacts(str(out))
 

@@ -27,7 +27,7 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
 
     cfg = OmegaConf.create({
         "model": "embedded", "backends": ["llamacpp", "nosuchbackend"], "prompt_lengths": [80],
-        "decode_tokens": 6, "bandwidth_mb": 32, "per_backend": {}, "options": {"llamacpp": {"n_ctx": 1024}},
+        "decode_tokens": 6, "repeats": 2, "thread_scaling": True, "bandwidth_mb": 32, "per_backend": {}, "options": {"llamacpp": {"n_ctx": 1024}},
         "typical": {"prompt_tokens": 120, "new_tokens": 6, "target_s": 60.0},
         "tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "bench-test"},
     })
@@ -46,6 +46,12 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
     assert 60 < run["prompt_tokens"] <= 80 and run["ttft_s"] > 0 and run["prefill_tps"] > 0
     assert res["load_s"] > 0 and res["model_bytes"] > 50_000_000 and res["peak_rss_mb"] > 50
     assert res["decode_limit_tps"] > 0
+    assert len(run["decode_tps_samples"]) == 2 and run["decode_tps"] == max(run["decode_tps_samples"])
+    scaling = res["thread_scaling"]
+    from runner.providers.llamacpp import default_threads
+
+    if default_threads() > 1:  # one-thread decode measured and compared with the all-core run
+        assert scaling["decode_tps_1_thread"] > 0 and scaling["speedup"] > 0 and scaling["threads"] > 1
     typical = res["typical_call"]
     assert 60 < typical["prompt_tokens"] <= 130 and typical["warm_s"] > 0 and typical["cold_s"] > 0
     saved = json.loads((tmp_path / "run" / "bench.json").read_text())
@@ -57,4 +63,6 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
 
     runs = mlflow.search_runs(experiment_names=["bench-test"])
     assert len(runs) == 1 and runs["metrics.llamacpp.load_s"].iloc[0] > 0
+    if scaling:
+        assert runs["metrics.llamacpp.thread_speedup"].iloc[0] > 0
     assert bench  # module imported without side effects

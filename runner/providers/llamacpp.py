@@ -69,11 +69,13 @@ class LlamaCppEngine:
             n_ctx=int(opts["n_ctx"]),
             n_batch=int(opts["n_batch"]),
             n_threads=int(opts["n_threads"] or default_threads()),
+            n_threads_batch=int(opts["n_threads"] or default_threads()),
             n_gpu_layers=int(opts["n_gpu_layers"]),
             verbose=bool(extra.pop("verbose", False)),
             **extra,
         )
         self.n_ctx = self.llm.n_ctx()
+        self.n_threads = int(opts["n_threads"] or default_threads())
         _OPEN.add(self)
         model = self.llm._model
         self.template = self.llm.metadata.get("tokenizer.chat_template")
@@ -109,6 +111,13 @@ class LlamaCppEngine:
     def reset(self) -> None:
         """Drop the KV cache (the next call is cold); used by the benchmark."""
         self.llm.reset()  # n_tokens = 0: generate() finds no prefix and re-evaluates everything
+
+    def set_threads(self, n: int) -> None:
+        """Change the decode/prefill thread count in place; the benchmark's compute-vs-memory check."""
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, int(n), int(n))
+        self.n_threads = int(n)
 
 
 class LlamaCppProvider(LocalProvider):
