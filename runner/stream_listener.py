@@ -21,7 +21,7 @@ from runner.adapters import HEADER, TRAILING_OPEN
 _PARTIAL_HEADER = re.compile(r"\[(\[([ \t]*#*([ \t]*\w*([ \t]*#*([ \t]*\]?)?)?)?)?)?$")
 
 
-def _holds_stock_logic(adapter) -> bool:
+def _stock_listener_handles(adapter) -> bool:
     return isinstance(adapter, (dspy.JSONAdapter, dspy.XMLAdapter))
 
 
@@ -47,7 +47,7 @@ class LenientStreamListener(StreamListener):
         self.held_whitespace = ""
 
     def receive(self, chunk):
-        if _holds_stock_logic(dspy.settings.adapter):
+        if _stock_listener_handles(dspy.settings.adapter):
             return super().receive(chunk)
         if self.stream_end:
             if not self.allow_reuse:
@@ -92,7 +92,7 @@ class LenientStreamListener(StreamListener):
 
     def finalize(self) -> StreamResponse | None:
         """At the end of the LM stream, send what was held back (a `[` that never became a header)."""
-        if _holds_stock_logic(dspy.settings.adapter):
+        if _stock_listener_handles(dspy.settings.adapter):
             return super().finalize()
         if self.stream_end or not self.stream_start:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -109,8 +110,6 @@ def serving(args, tmp: Path, startup_s: float = 90):
 
 def sse_events(response) -> list[tuple[str, dict, float]]:
     """(event, data, arrival time) for each SSE message of an httpx streaming response."""
-    import json
-
     events, event = [], None
     for line in response.iter_lines():
         if line.startswith("event: "):

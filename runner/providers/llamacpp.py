@@ -64,18 +64,18 @@ class LlamaCppEngine:
         self.lock = threading.Lock()
         self._eog = llama_cpp.llama_vocab_is_eog
         extra = {k: v for k, v in opts.items() if k not in DEFAULTS}
+        self.n_threads = int(opts["n_threads"] or default_threads())
         self.llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=int(opts["n_ctx"]),
             n_batch=int(opts["n_batch"]),
-            n_threads=int(opts["n_threads"] or default_threads()),
-            n_threads_batch=int(opts["n_threads"] or default_threads()),
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
             n_gpu_layers=int(opts["n_gpu_layers"]),
             verbose=bool(extra.pop("verbose", False)),
             **extra,
         )
         self.n_ctx = self.llm.n_ctx()
-        self.n_threads = int(opts["n_threads"] or default_threads())
         _OPEN.add(self)
         model = self.llm._model
         self.template = self.llm.metadata.get("tokenizer.chat_template")
