@@ -111,7 +111,7 @@ def test_unknown_option_fails():
 
 
 def test_every_option_is_discovered():
-    assert {"lora", "diffusion", "clip", "federated", "custom", "gsm8k"} <= set(v.options("task"))
+    assert {"lora", "diffusion", "clip", "federated", "custom", "gsm8k", "sentiment"} <= set(v.options("task"))
     assert {"exact_match", "f1", "accuracy", "numeric", "llm_judge", "task"} <= set(v.options("metric"))
     assert {"predict", "chain_of_thought"} <= set(v.options("program"))
 
