@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OPTIMIZERS=${OPTIMIZERS:-none,labeled_fewshot,bootstrap_fewshot,mipro_v2,gepa}
-TASKS=${TASKS:-gsm8k,lora,federated}
+TASKS=${TASKS:-sentiment,lora,federated}
 SWEEP_DIR=${SWEEP_DIR:-outputs/multirun/$(date +%Y-%m-%d_%H-%M-%S)}
 
 "$PY" -m runner -m "optimizer=$OPTIMIZERS" "task=$TASKS" "hydra.sweep.dir=$SWEEP_DIR" "$@"
