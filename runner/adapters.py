@@ -36,7 +36,8 @@ def normalize_headers(completion: str) -> str:
     return TRAILING_OPEN.sub("", HEADER.sub(lambda m: f"[[ ## {m.group(1)} ## ]]", completion))
 
 
-def _coerce(text: str, annotation) -> Any:
+def coerce(text: str, annotation) -> Any:
+    """`text` parsed as `annotation`; an int/float also from the last number written in it."""
     text = text.strip().strip("`").strip()
     try:
         return parse_value(text, annotation)
@@ -92,7 +93,7 @@ class LenientChatAdapter(dspy.ChatAdapter):
             match = re.search(rf"(?im)^\W*{re.escape(name)}\W*[:=]\s*(.+)$", completion)
             if match:
                 try:
-                    fields[name] = _coerce(match.group(1), field.annotation)
+                    fields[name] = coerce(match.group(1), field.annotation)
                 except Exception:
                     continue
         missing = [n for n in outputs if n not in fields]
@@ -100,7 +101,7 @@ class LenientChatAdapter(dspy.ChatAdapter):
             # The last output (the answer) written bare after the other fields, or alone.
             name = missing[0]
             try:
-                fields[name] = _coerce(completion if len(outputs) == 1 else completion.splitlines()[-1],
+                fields[name] = coerce(completion if len(outputs) == 1 else completion.splitlines()[-1],
                                        outputs[name].annotation)
             except Exception:
                 return None

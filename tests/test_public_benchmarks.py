@@ -11,7 +11,8 @@ from runner.errors import RunnerError
 from signatures import gsm8k, sentiment
 
 
-@pytest.mark.parametrize("module,rows", [(gsm8k, {"train": 400, "test": 300}), (sentiment, {"train": 400, "test": 300})])
+@pytest.mark.parametrize("module,rows", [(gsm8k, {"train": 400, "test": 300}),
+                                         (sentiment, {"train": 400, "test": 300})])
 def test_committed_data_and_licence(module, rows):
     assert "MIT" in (module.DATA_DIR / "LICENSE").read_text()
     assert (module.DATA_DIR / "README.md").is_file()
