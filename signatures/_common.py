@@ -7,9 +7,11 @@ None for anything unusable, and the metric turns None into score 0 with feedback
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
+from pathlib import Path
 from typing import Callable, Iterable
 
 from runner.errors import RunnerError
@@ -113,3 +115,37 @@ def seeded_splits(seed: int, sizes: dict[str, int], make_scenario: Callable[[ran
         out[name] = [to_example(s) for s in scenarios[start:start + n]]
         start += n
     return out
+
+
+def read_jsonl(path: Path, what: str, row: Callable[[dict], dict]) -> list[dict]:
+    """The rows of a committed JSONL data file, each mapped through `row` (which raises KeyError /
+    ValueError on a bad row); RunnerError naming the file and line otherwise."""
+    if not path.is_file():
+        raise RunnerError(f"{what} data file missing: {path}", "reinstall dspy-runner from a full checkout")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(row(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RunnerError(f"{path}: line {n} is malformed ({exc})", "restore the file from git") from exc
+    return rows
+
+
+def committed_splits(pool: list[dict], test: list[dict], inputs: tuple[str, ...], seed: int,
+                     n_train: int, n_dev: int, n_test: int) -> dict[str, list]:
+    """Train/dev drawn with `seed` from a public benchmark's train rows; test = its first `n_test`
+    test rows, the same for every seed so test scores stay comparable across runs."""
+    import dspy
+
+    pool = list(pool)
+    random.Random(seed).shuffle(pool)
+    if n_train + n_dev > len(pool):
+        raise RunnerError(f"n_train + n_dev = {n_train + n_dev} > {len(pool)} committed rows",
+                          "lower task.splits.n_train/n_dev")
+
+    def ex(rows):
+        return [dspy.Example(**r).with_inputs(*inputs) for r in rows]
+
+    return {"train": ex(pool[:n_train]), "dev": ex(pool[n_train:n_train + n_dev]), "test": ex(test[:n_test])}

@@ -6,14 +6,12 @@ The data is a committed subset (signatures/data/gsm8k, MIT licence). Gold answer
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import dspy
 
-from runner.errors import RunnerError
 from runner.metrics import last_number
+from signatures._common import committed_splits, read_jsonl
 
 DATA_DIR = Path(__file__).parent / "data" / "gsm8k"
 
@@ -25,38 +23,20 @@ class SolveMathWordProblem(dspy.Signature):
     answer: float = dspy.OutputField(desc="the final numeric answer only, no units")
 
 
+def _row(raw: dict) -> dict:
+    number = last_number(raw["answer"].split("####")[-1])
+    if number is None:
+        raise ValueError("no numeric answer after ####")
+    return {"question": raw["question"], "answer": number, "solution": raw["answer"].split("####")[0].strip()}
+
+
 def _read(name: str) -> list[dict]:
-    path = DATA_DIR / f"{name}.jsonl"
-    if not path.is_file():
-        raise RunnerError(f"GSM8K data file missing: {path}", "reinstall dspy-runner from a full checkout")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            gold = row["answer"].split("####")[-1]
-            rows.append({"question": row["question"], "answer": last_number(gold),
-                         "solution": row["answer"].split("####")[0].strip()})
-        except (json.JSONDecodeError, KeyError, AttributeError) as exc:
-            raise RunnerError(f"{path}: line {n} is malformed ({exc})", "restore the file from git") from exc
-        if rows[-1]["answer"] is None:
-            raise RunnerError(f"{path}: line {n} has no numeric answer after ####", "restore the file from git")
-    return rows
+    return read_jsonl(DATA_DIR / f"{name}.jsonl", "GSM8K", _row)
 
 
 def load_splits(seed: int = 0, n_train: int = 24, n_dev: int = 24, n_test: int = 50) -> dict[str, list]:
     """Seeded train/dev from GSM8K train, test from GSM8K test."""
-    pool = _read("train")
-    random.Random(seed).shuffle(pool)
-    if n_train + n_dev > len(pool):
-        raise RunnerError(f"n_train + n_dev = {n_train + n_dev} > {len(pool)} committed rows", "lower task.splits.n_train/n_dev")
-    test = _read("test")[:n_test]
-
-    def ex(rows):
-        return [dspy.Example(**r).with_inputs("question") for r in rows]
-
-    return {"train": ex(pool[:n_train]), "dev": ex(pool[n_train:n_train + n_dev]), "test": ex(test)}
+    return committed_splits(_read("train"), _read("test"), ("question",), seed, n_train, n_dev, n_test)
 
 
 def metric(example, pred, trace=None, pred_name=None, pred_trace=None):

@@ -8,15 +8,12 @@ measurable uncompiled baseline, so what an optimizer adds can be seen.
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 from typing import Literal
 
 import dspy
 
-from runner.errors import RunnerError
-from signatures._common import choice, field, result
+from signatures._common import choice, committed_splits, field, read_jsonl, result
 
 DATA_DIR = Path(__file__).parent / "data" / "sentiment"
 LABELS = ("positive", "negative")
@@ -30,37 +27,20 @@ class ClassifySentiment(dspy.Signature):
     sentiment: Literal["positive", "negative"] = dspy.OutputField(desc="positive or negative")
 
 
+def _row(raw: dict) -> dict:
+    row = {"text": str(raw["text"]), "sentiment": str(raw["sentiment"]), "rating": float(raw["rating"])}
+    if row["sentiment"] not in LABELS:
+        raise ValueError(f"sentiment {row['sentiment']!r} is not one of {LABELS}")
+    return row
+
+
 def _read(name: str) -> list[dict]:
-    path = DATA_DIR / f"{name}.jsonl"
-    if not path.is_file():
-        raise RunnerError(f"sentiment data file missing: {path}", "reinstall dspy-runner from a full checkout")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows.append({"text": str(row["text"]), "sentiment": str(row["sentiment"]), "rating": float(row["rating"])})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise RunnerError(f"{path}: line {n} is malformed ({exc})", "restore the file from git") from exc
-        if rows[-1]["sentiment"] not in LABELS:
-            raise RunnerError(f"{path}: line {n} has sentiment {rows[-1]['sentiment']!r}", f"use one of {LABELS}")
-    return rows
+    return read_jsonl(DATA_DIR / f"{name}.jsonl", "sentiment", _row)
 
 
 def load_splits(seed: int = 0, n_train: int = 32, n_dev: int = 32, n_test: int = 100) -> dict[str, list]:
     """Seeded train/dev from the committed train file, test from the first `n_test` test rows."""
-    pool = _read("train")
-    random.Random(seed).shuffle(pool)
-    if n_train + n_dev > len(pool):
-        raise RunnerError(f"n_train + n_dev = {n_train + n_dev} > {len(pool)} committed rows",
-                          "lower task.splits.n_train/n_dev")
-    test = _read("test")[:n_test]
-
-    def ex(rows):
-        return [dspy.Example(**r).with_inputs("text") for r in rows]
-
-    return {"train": ex(pool[:n_train]), "dev": ex(pool[n_train:n_train + n_dev]), "test": ex(test)}
+    return committed_splits(_read("train"), _read("test"), ("text",), seed, n_train, n_dev, n_test)
 
 
 def metric(example, pred, trace=None, pred_name=None, pred_trace=None):
