@@ -111,7 +111,8 @@ def best_of(provider, model: str, engine, messages: list[dict], max_tokens: int,
             "prefill_tps": max(r["prefill_tps"] for r in samples), "decode_tps_samples": decodes}
 
 
-def thread_scaling(provider, model: str, engine, n_tokens: int, max_tokens: int, repeats: int, all_threads: dict) -> dict:
+def thread_scaling(provider, model: str, engine, n_tokens: int, max_tokens: int, repeats: int,
+                   all_threads: dict) -> dict:
     """Decode again with one thread. Memory-bound decode barely speeds up with more threads
     (they share one memory bus); compute-bound decode speeds up about N-fold. The ratio says
     which limit the bandwidth fraction is really up against."""
