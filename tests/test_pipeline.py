@@ -91,17 +91,20 @@ def test_malformed_dataset_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_marks_run_killed_and_keeps_metrics(tmp_path, sig):
-    cmd, env = runner_command([SEARCHPATH, "model=slow", "model.delay=0.3", "optimizer=none", "task.splits.n_dev=8",
+    cmd, env = runner_command([SEARCHPATH, "model=slow", "model.delay=0.6", "optimizer=none", "task.splits.n_dev=8",
                                "eval.num_threads=1", "lm_check=false"], tmp_path)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # wait for the baseline to finish (logged) and the compiled evaluation to start
+    # wait until the baseline is scored (the pipeline's own line after it), then signal well inside
+    # the compiled evaluation (8 x 0.6 s), after the baseline metrics were logged to MLflow
     deadline = time.time() + 120
     out = ""
     while time.time() < deadline:
         line = proc.stdout.readline()
+        if not line:
+            pytest.fail(f"the job ended before the baseline was scored:\n{out[-2000:]}")
         out += line
-        if "Average Metric" in line:
-            time.sleep(1.0)
+        if line.lstrip().startswith("baseline dev") or "baseline dev:" in line:  # its progress bar or warning
+            time.sleep(2.0)
             break
     proc.send_signal(sig)
     rest, _ = proc.communicate(timeout=60)
