@@ -21,7 +21,6 @@ from dspy.utils.exceptions import AdapterParseError
 
 from runner.metrics import last_number
 
-COMPLETED = "[[ ## completed ## ]]"
 # A field header as small models write it: `[[ ## answer ## ]]`, `[[## answer ## ]]`, `[[ #answer# ]]`.
 HEADER = re.compile(r"\[\[[ \t]*#+[ \t]*(\w+)[ \t]*#+[ \t]*\]\]")
 # Stop text: the end of the completed marker, however its opening brackets were spaced. What is

@@ -32,8 +32,8 @@ class LenientStreamListener(StreamListener):
         super().__init__(signature_field_name, **kwargs)
         self._text = ""
         self._sent = 0  # index in _text up to which the field value has been consumed
-        # Subclasses of the stock adapters (LenientChatAdapter) reuse their identifiers: DSPy
-        # looks them up by exact class name.
+        # A subclass of JSONAdapter / XMLAdapter reuses its parent's identifiers in DSPy's own
+        # listener logic, which looks them up by exact class name.
         adapter = dspy.settings.adapter
         if adapter is not None:
             for cls in type(adapter).__mro__:
