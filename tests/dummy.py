@@ -7,6 +7,9 @@ The answer carries every output field the runner's task and DSPy's optimizers as
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import dspy
 from dspy.utils import DummyLM
 
@@ -27,24 +30,37 @@ FIELDS = {
 }
 
 
-def scripted_lm(answer: str = "42", **_ignored) -> dspy.LM:
-    """`_target_` for tests/conf/model/scripted.yaml; extra model keys are ignored."""
-    return DummyLM({"": {**FIELDS, "answer": answer}})
+def scripted_lm(answer: str = "42", api_key: str | None = None, **_ignored) -> dspy.LM:
+    """`_target_` for tests/conf/model/scripted.yaml; extra model keys are ignored. An api_key is
+    kept in the LM's kwargs, where dspy.LM keeps it, so secret-handling tests see a real one."""
+    lm = DummyLM({"": {**FIELDS, "answer": answer}})
+    if api_key:
+        lm.kwargs["api_key"] = api_key
+    return lm
 
 
 class SlowDummyLM(DummyLM):
-    """DummyLM that takes `delay` seconds per call, to interrupt a run mid-phase."""
+    """DummyLM that takes `delay` seconds per call, to interrupt a run mid-phase.
 
-    def __init__(self, answers, delay: float):
+    With `event_file`, the start of call number `event_call` (1-based) creates that file: an
+    explicit event a test waits for before it signals the job, instead of guessing from the
+    job's console output when a phase has begun."""
+
+    def __init__(self, answers, delay: float, event_file: str | None = None, event_call: int = 0):
         super().__init__(answers)
         self.delay = delay
+        self.event_file = event_file
+        self.event_call = event_call
+        self._calls = itertools.count(1)
 
     def forward(self, prompt=None, messages=None, **kwargs):
         import time
 
+        if next(self._calls) == self.event_call and self.event_file:
+            Path(self.event_file).write_text("started\n")
         time.sleep(self.delay)
         return super().forward(prompt=prompt, messages=messages, **kwargs)
 
 
-def slow_lm(delay: float = 0.5, **_ignored) -> dspy.LM:
-    return SlowDummyLM({"": FIELDS}, delay=delay)
+def slow_lm(delay: float = 0.5, event_file: str | None = None, event_call: int = 0, **_ignored) -> dspy.LM:
+    return SlowDummyLM({"": FIELDS}, delay=delay, event_file=event_file, event_call=event_call)

@@ -91,26 +91,30 @@ def test_malformed_dataset_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_marks_run_killed_and_keeps_metrics(tmp_path, sig):
-    cmd, env = runner_command([SEARCHPATH, "model=slow", "model.delay=0.6", "optimizer=none", "task.splits.n_dev=8",
+    # 8 baseline calls, then 8 compiled calls of 0.5 s each (optimizer=none makes no calls). The LM
+    # creates `event` when call 9 -- the first of the compiled evaluation -- starts, so the signal
+    # lands after the baseline metrics were logged and about 4 s before the job could end.
+    event = tmp_path / "compiled-eval-started"
+    cmd, env = runner_command([SEARCHPATH, "model=slow", "model.delay=0.5", f"model.event_file={event}",
+                               "model.event_call=9", "optimizer=none", "task.splits.n_dev=8",
                                "eval.num_threads=1", "lm_check=false"], tmp_path)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # wait until the baseline is scored (the pipeline's own line after it), then signal well inside
-    # the compiled evaluation (8 x 0.6 s), after the baseline metrics were logged to MLflow
-    deadline = time.time() + 120
-    out = ""
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            pytest.fail(f"the job ended before the baseline was scored:\n{out[-2000:]}")
-        out += line
-        if line.lstrip().startswith("baseline dev") or "baseline dev:" in line:  # its progress bar or warning
-            time.sleep(2.0)
-            break
+    log = tmp_path / "job.log"  # a file, not a pipe: the job never blocks on output nobody reads
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not event.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended before the compiled evaluation started:\n{log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the compiled evaluation did not start within 180 s")
+        time.sleep(0.05)
     proc.send_signal(sig)
-    rest, _ = proc.communicate(timeout=60)
-    out += rest
+    proc.wait(timeout=60)
+    out = log.read_text()
     assert proc.returncode == 130, out[-2000:]
     _, runs = _runs(tmp_path)
     assert runs[0].info.status == "KILLED"
     assert "baseline_score" in runs[0].data.metrics
+    assert "compiled_score" not in runs[0].data.metrics  # interrupted inside the compiled evaluation
     assert "interrupted" in out
