@@ -22,6 +22,7 @@ from runner.evaluation import evaluate
 from runner.logs import quiet_libraries
 from runner.optimizers import build, compile_program
 from runner.progress import console, phase
+from runner.redaction import config_scrubber
 from runner.summary import summary_table
 from runner.usage import UsageMeter
 
@@ -122,14 +123,15 @@ def run(cfg: DictConfig) -> float:
     metric = instantiate(cfg.metric)
     optimizer_factory = instantiate(cfg.optimizer.init)
 
-    resolved = tracking.resolved_config(cfg)
+    scrubber = config_scrubber(cfg)
+    resolved = tracking.resolved_config(cfg, scrubber)
     tags = {"task": cfg.task.name, "optimizer": cfg.optimizer.name, "program": choices.get("program"),
             "model_choice": choices.get("model"), "run_dir": str(run_dir)}
     if cfg.program.get("uri"):
         tags["program_uri"] = cfg.program.uri
     if HydraConfig.get().mode.name == "MULTIRUN":
         tags["sweep_dir"] = HydraConfig.get().sweep.dir
-    active = tracking.start(cfg.tracking, cfg.tracking.run_name, tags)
+    active = tracking.start(cfg.tracking, cfg.tracking.run_name, scrubber.tree(tags))
     status = "FAILED"
     try:
         tracking.log_params(tracking.flatten(resolved))
@@ -201,7 +203,7 @@ def run(cfg: DictConfig) -> float:
         saved = manifest.save(compiled, run_dir / "program", man)
         tracking.log_dir(saved, manifest.STATE_ARTIFACT)
         if cfg.tracking.log_model:
-            info = tracking.log_program(compiled, cfg.tracking.registered_model_name if cfg.register else None,
+            info = tracking.log_program(compiled, lm, cfg.tracking.registered_model_name if cfg.register else None,
                                         cfg.tracking.alias)
             log.info("logged model %s", info)
         console.print(summary_table(rows, title=f"{cfg.task.name} x {cfg.optimizer.name} on {lm.model}"))

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.redaction import Scrubber, is_secret_name
+
 log = logging.getLogger(__name__)
 
-# `token` only as a whole word or suffix (hf_token, auth_token): not max_tokens / n_tokens.
-SECRET = re.compile(r"(api_?key|secret|password|credential|(^|[_.-])token$)", re.I)
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
-
-
-def redact(container):
-    """A copy of a plain dict/list tree with secret-looking keys replaced by '***'."""
-    if isinstance(container, dict):
-        return {k: ("***" if SECRET.search(str(k)) and v not in (None, "") else redact(v)) for k, v in container.items()}
-    if isinstance(container, list):
-        return [redact(v) for v in container]
-    return container
 
 
 def flatten(tree, prefix: str = "") -> dict[str, str]:
@@ -41,9 +31,9 @@ def flatten(tree, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def resolved_config(cfg: DictConfig) -> dict:
-    """The resolved, redacted config as plain containers."""
-    return redact(OmegaConf.to_container(cfg, resolve=True))
+def resolved_config(cfg: DictConfig, scrubber: Scrubber) -> dict:
+    """The resolved config as plain containers, secrets masked."""
+    return scrubber.tree(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -128,16 +118,32 @@ def finish(status: str) -> None:
         log.warning("could not close the MLflow run: %s", exc)
 
 
-def log_program(program, registered_model_name: str | None, alias: str | None) -> dict:
-    """mlflow.dspy.log_model the compiled program; register it (with alias) when asked."""
+def without_secrets(lm):
+    """A copy of `lm` without its credentials (api_key, secret headers): what a logged model may
+    carry. Loading it elsewhere reads the credentials of that environment (OPENAI_API_KEY, ...)."""
+    if lm is None:
+        return None
+    clean = lm.copy()
+    clean.kwargs = {k: ({h: v for h, v in val.items() if not is_secret_name(h)} if isinstance(val, dict) else val)
+                    for k, val in lm.kwargs.items() if not is_secret_name(k)}
+    return clean
+
+
+def log_program(program, lm, registered_model_name: str | None, alias: str | None) -> dict:
+    """mlflow.dspy.log_model the compiled program with `lm` (stripped of secrets) as its LM;
+    register it (with alias) when asked."""
     import mlflow
     import mlflow.dspy
 
     import dspy
 
+    program = program.deepcopy()
+    for _, predictor in program.named_predictors():
+        if getattr(predictor, "lm", None) is not None:
+            predictor.lm = without_secrets(predictor.lm)
     # MLflow pickles dspy.settings next to the program; the run's callbacks (usage meter,
     # autolog's tracer with its open-span tokens) are not part of the model and may not pickle.
-    with dspy.context(callbacks=[]):
+    with dspy.context(lm=without_secrets(lm), callbacks=[]):
         info = mlflow.dspy.log_model(program, name="program", registered_model_name=registered_model_name,
                                       use_dspy_model_save=True)
     out = {"model_uri": info.model_uri}
