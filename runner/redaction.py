@@ -26,7 +26,7 @@ from hydra.types import RunMode
 
 # `token` only as a whole word or suffix (hf_token, auth_token): not max_tokens / n_tokens.
 SECRET_NAME = re.compile(r"(api_?key|secret|password|passwd|credential|authorization|(^|[_.-])token$)", re.I)
-MASK = "***"
+MASK = "<redacted>"  # a plain YAML scalar ("***" would read as an alias in the rewritten .hydra files)
 MIN_SECRET_LEN = 8  # shorter values ("1", "true") would mask ordinary text everywhere
 URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)([^/\s@]+)@", re.I)
 

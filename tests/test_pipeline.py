@@ -68,7 +68,7 @@ def test_unreachable_endpoint_is_one_line_and_run_failed(tmp_path):
     _, runs = _runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     params = runs[0].data.params
-    assert params["model.api_key"] == "***"
+    assert params["model.api_key"] == "<redacted>"
     assert "sk-THIS-IS-SECRET" not in json.dumps(params)
 
 

@@ -34,7 +34,11 @@ def test_keys_from_config_and_environment_never_reach_an_artifact(tmp_path):
     assert via_env.returncode == 0, via_env.stderr[-3000:]
 
     # the jobs really had the keys (and uploaded the files the keys were written into)
-    assert (tmp_path / "a" / "run" / ".hydra" / "overrides.yaml").read_text().count("model.api_key=***") == 1
+    import yaml
+
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # still valid YAML after masking
+        yaml.safe_load((tmp_path / "a" / "run" / ".hydra" / name).read_text())
+    assert (tmp_path / "a" / "run" / ".hydra" / "overrides.yaml").read_text().count("model.api_key=<redacted>") == 1
     for sub in ("a", "b"):
         assert (tmp_path / sub / "run" / ".hydra" / "config.yaml").is_file()
         assert any((tmp_path / sub / "mlartifacts").rglob("dspy_config.pkl")), "the logged model was not saved"
@@ -50,9 +54,9 @@ def test_scrubber_masks_by_key_value_and_url():
                          environ={"HF_TOKEN": "hf_secretvalue", "PATH": "/usr/bin:/bin"})
     tree = s.tree({"model": {"api_key": "sk-abcdefgh1234", "max_tokens": 5}, "note": "key sk-abcdefgh1234 here",
                    "overrides": ["model.api_key=sk-abcdefgh1234"], "url": "https://bob:pw123456@host/x"})
-    assert tree == {"model": {"api_key": "***", "max_tokens": 5}, "note": "key *** here",
-                    "overrides": ["model.api_key=***"], "url": "https://bob:***@host/x"}
-    assert s.text("token hf_secretvalue and Bearer xyz12345") == "token *** and ***"
+    assert tree == {"model": {"api_key": "<redacted>", "max_tokens": 5}, "note": "key <redacted> here",
+                    "overrides": ["model.api_key=<redacted>"], "url": "https://bob:<redacted>@host/x"}
+    assert s.text("token hf_secretvalue and Bearer xyz12345") == "token <redacted> and <redacted>"
     assert s.text("/usr/bin:/bin") == "/usr/bin:/bin"  # non-secret environment values stay
 
 
