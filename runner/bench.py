@@ -78,7 +78,7 @@ def prompt_of(engine, n_tokens: int, salt: str) -> list[dict]:
 
 def timed_generation(provider, model: str, messages: list[dict], max_tokens: int) -> dict:
     """One call through the provider's generation loop: TTFT, prefill and decode rates."""
-    from runner.providers.base import Generation
+    from runner.lm.providers.base import Generation
 
     state = Generation()
     start = time.perf_counter()
@@ -153,9 +153,9 @@ def typical_dspy_call(backend: str, model: str, engine, cfg: DictConfig) -> dict
 
 
 def bench_backend(backend: str, cfg: DictConfig, bandwidth_gbs: float) -> dict:
-    from runner import providers
-    from runner.bandwidth import decode_limit_tps
-    from runner.models import _plain, build_lm
+    from runner.lm import providers
+    from runner.lm.bandwidth import decode_limit_tps
+    from runner.lm.build import _plain, build_lm
 
     settings = _plain(cfg.per_backend.get(backend)) or {}
     lengths = settings.get("prompt_lengths", list(cfg.prompt_lengths))
@@ -295,10 +295,10 @@ def log_mlflow(report: dict, out: Path, cfg: DictConfig) -> None:
 
 def run_bench(cfg: DictConfig, out: Path) -> dict:
     """Benchmark every configured backend; write bench.json and bench.png into `out`."""
-    from runner import hardware
-    from runner.bandwidth import measure_read_gbs
+    from runner.lm import hardware
+    from runner.lm.bandwidth import measure_read_gbs
     from runner.errors import RunnerError
-    from runner.models import backend_available
+    from runner.lm.build import backend_available
 
     out.mkdir(parents=True, exist_ok=True)
     report = {"hardware": hardware.detect(), "bandwidth_gbs": measure_read_gbs(cfg.bandwidth_mb),

@@ -85,7 +85,7 @@ def _backend_choice(cfg: DictConfig) -> dict:
     """What `model=auto` picked and why (empty for an explicit model group option)."""
     if not str(cfg.model.get("_target_", "")).endswith("auto_lm"):
         return {}
-    from runner.models import last_choice
+    from runner.lm.build import last_choice
 
     return last_choice() or {}
 

@@ -1,5 +1,5 @@
 """A token-streaming test LM: a LiteLLM custom provider (`scriptedstream/`) built on the same
-runner.providers.base.LocalProvider generation loop as llamacpp/ mlx/ torch/, whose engine
+runner.lm.providers.base.LocalProvider generation loop as llamacpp/ mlx/ torch/, whose engine
 replays a fixed ChatAdapter reply piece by piece with a short delay. It exercises the real path
 LiteLLM streaming -> dspy.streamify -> StreamListener -> SSE without loading a model.
 """
@@ -11,7 +11,7 @@ import time
 
 import dspy
 
-from runner.providers.base import LocalProvider
+from runner.lm.providers.base import LocalProvider
 
 REASONING = ["[[ ## reasoning ## ]]\n", "Add ", "them.", "\n\n"]
 ANSWER = ["[[ ## answer ## ]]\n", "12", "34", ".5", "\n\n[[ ## completed ## ]]"]

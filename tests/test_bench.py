@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from runner.bandwidth import decode_limit_tps, measure_read_gbs  # noqa: E402
-from runner.models import backend_available  # noqa: E402
+from runner.lm.bandwidth import decode_limit_tps, measure_read_gbs  # noqa: E402
+from runner.lm.build import backend_available  # noqa: E402
 
 
 def test_bandwidth_probe_and_limit():
@@ -32,7 +32,7 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
         "tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "bench-test"},
     })
     import runner.bench as bench
-    import runner.models as models
+    import runner.lm.build as models
 
     original = models.backend_available
     try:
@@ -48,7 +48,7 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
     assert res["decode_limit_tps"] > 0
     assert len(run["decode_tps_samples"]) == 2 and run["decode_tps"] == max(run["decode_tps_samples"])
     scaling = res["thread_scaling"]
-    from runner.providers.llamacpp import default_threads
+    from runner.lm.providers.llamacpp import default_threads
 
     if default_threads() > 1:  # one-thread decode measured and compared with the all-core run
         assert scaling["decode_tps_1_thread"] > 0 and scaling["speedup"] > 0 and scaling["threads"] > 1

@@ -41,8 +41,8 @@ def test_adapters_instantiate(compose, option):
 def test_local_model_options_target_local_providers(compose, option):
     cfg = compose([f"model={option}"])
     target = cfg.model._target_
-    assert target in ("runner.models.build_lm", "runner.models.auto_lm")
-    if target == "runner.models.build_lm":
+    assert target in ("runner.lm.build.build_lm", "runner.lm.build.auto_lm")
+    if target == "runner.lm.build.build_lm":
         assert cfg.model.model.split("/")[0] in ("llamacpp", "mlx", "torch")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import hardware
-from runner.models import choose_backend
+from runner.lm import hardware
+from runner.lm.build import choose_backend
 
 
 def test_detect_reports_this_machine():
@@ -44,7 +44,7 @@ def test_apple_silicon_probe_parses_sysctl_and_system_profiler(monkeypatch):
     ({"cpu": {"avx2": True}}, {"mlx"}, "mlx"),
 ])
 def test_choose_backend(monkeypatch, hw, installed, expected):
-    import runner.models as models
+    import runner.lm.build as models
 
     monkeypatch.setattr(models, "backend_available", lambda b: b in installed)
     backend, reason = choose_backend(hw)

@@ -10,15 +10,15 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from runner import providers  # noqa: E402
+from runner.lm import providers  # noqa: E402
 from runner.errors import RunnerError  # noqa: E402
-from runner.providers.base import GenParams, StopFilter  # noqa: E402
+from runner.lm.providers.base import GenParams, StopFilter  # noqa: E402
 
 needs_llamacpp = pytest.mark.skipif(
-    not __import__("runner.models", fromlist=["x"]).backend_available("llamacpp"), reason="llama-cpp-python missing"
+    not __import__("runner.lm.build", fromlist=["x"]).backend_available("llamacpp"), reason="llama-cpp-python missing"
 )
 needs_mlx = pytest.mark.skipif(
-    not __import__("runner.models", fromlist=["x"]).backend_available("mlx"), reason="mlx-lm missing"
+    not __import__("runner.lm.build", fromlist=["x"]).backend_available("mlx"), reason="mlx-lm missing"
 )
 
 COUNT = [{"role": "system", "content": "You are a precise assistant."},
@@ -57,7 +57,7 @@ def test_gen_params_read_from_litellm_optional_params():
 
 
 def test_missing_model_file_is_a_runner_error(tmp_path):
-    from runner.models import build_lm
+    from runner.lm.build import build_lm
 
     with pytest.raises(RunnerError) as err:
         build_lm(f"llamacpp/{tmp_path}/nope.gguf")
@@ -65,7 +65,7 @@ def test_missing_model_file_is_a_runner_error(tmp_path):
 
 
 def test_missing_embedded_package_says_how_to_install(monkeypatch):
-    import runner.embedded as embedded
+    import runner.lm.embedded as embedded
 
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RunnerError) as err:
@@ -74,7 +74,7 @@ def test_missing_embedded_package_says_how_to_install(monkeypatch):
 
 
 def test_backend_not_installed_is_a_runner_error(monkeypatch):
-    import runner.models as models
+    import runner.lm.build as models
 
     monkeypatch.setattr(models, "backend_available", lambda backend: False)
     with pytest.raises(RunnerError) as err:
@@ -83,7 +83,7 @@ def test_backend_not_installed_is_a_runner_error(monkeypatch):
 
 
 def test_unreachable_endpoint_is_a_runner_error():
-    from runner.models import build_lm
+    from runner.lm.build import build_lm
 
     with pytest.raises(RunnerError) as err:
         build_lm("openai/whatever", api_base="http://127.0.0.1:9/v1", api_key="x")
@@ -92,8 +92,8 @@ def test_unreachable_endpoint_is_a_runner_error():
 
 @needs_llamacpp
 def test_auto_lm_picks_llamacpp_on_this_cpu_and_says_why():
-    from runner.hardware import is_apple_silicon
-    from runner.models import auto_lm, last_choice
+    from runner.lm.hardware import is_apple_silicon
+    from runner.lm.build import auto_lm, last_choice
 
     if is_apple_silicon():
         pytest.skip("Apple Silicon picks MLX")
@@ -107,7 +107,7 @@ def test_auto_lm_picks_llamacpp_on_this_cpu_and_says_why():
 # --- llama.cpp, real model -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama_lm():
-    from runner.models import build_lm
+    from runner.lm.build import build_lm
 
     return build_lm("llamacpp/embedded", max_tokens=24, cache=False, backend={"n_ctx": 2048})
 
@@ -213,9 +213,9 @@ def test_dspy_streamify_receives_the_provider_tokens_as_they_come(llama_lm):
 @pytest.mark.slow
 @needs_mlx
 def test_mlx_converts_the_embedded_gguf_once_and_generates(tmp_path, monkeypatch):
-    import runner.gguf_to_mlx as g2m
-    from runner.embedded import embedded_gguf_path
-    from runner.models import build_lm
+    import runner.lm.gguf_to_mlx as g2m
+    from runner.lm.embedded import embedded_gguf_path
+    from runner.lm.build import build_lm
 
     folder = g2m.ensure_converted(embedded_gguf_path(), tmp_path)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
@@ -234,7 +234,7 @@ def test_mlx_converts_the_embedded_gguf_once_and_generates(tmp_path, monkeypatch
 
 # --- PyTorch, real model (optional extra: runs where `pip install -e '.[torch]'` was done) -----
 needs_torch = pytest.mark.skipif(
-    not __import__("runner.models", fromlist=["x"]).backend_available("torch"),
+    not __import__("runner.lm.build", fromlist=["x"]).backend_available("torch"),
     reason="the torch extra is not installed (make test-torch installs it)",
 )
 
@@ -244,7 +244,7 @@ needs_torch = pytest.mark.skipif(
 def test_torch_generates_streams_and_reuses_the_prefix():
     import litellm
 
-    from runner.models import build_lm
+    from runner.lm.build import build_lm
 
     lm = build_lm("torch/embedded", max_tokens=8, cache=False)
     q = [{"role": "user", "content": "What is the capital of France?"}]

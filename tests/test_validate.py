@@ -85,12 +85,12 @@ def test_gold_that_does_not_parse_is_reported():
 
 
 def test_real_configs_validate_without_building_a_model(monkeypatch):
-    import runner.models
+    import runner.lm.build
 
     def no_model(*args, **kwargs):
         raise AssertionError("validate must not instantiate the model group")
 
-    monkeypatch.setattr(runner.models, "auto_lm", no_model)
+    monkeypatch.setattr(runner.lm.build, "auto_lm", no_model)
     checks = v.validate(tasks=["lora", "diffusion", "clip", "custom", "gsm8k"], metrics=["task", "exact_match", "numeric", "llm_judge"],
                         programs=["predict", "chain_of_thought", "load"], max_examples=6)
     assert len(checks) == 5 * 4 * 3

@@ -1,7 +1,7 @@
 """Build the `dspy.LM` of a run (Hydra `_target_`s of conf/model/*.yaml).
 
 `build_lm` takes any LiteLLM model string; `llamacpp/`, `mlx/` and `torch/` models run in this
-process through runner.providers. `auto_lm` looks at the hardware and picks the local backend,
+process through runner.lm.providers. `auto_lm` looks at the hardware and picks the local backend,
 remembering why (`last_choice()`), so the run can log it.
 """
 
@@ -86,12 +86,12 @@ def build_lm(
     """
     import dspy
 
-    from runner import providers
+    from runner.lm import providers
 
     providers.register()
     prefix, _, name = model.partition("/")
     if prefix in LOCAL_BACKENDS:
-        from runner.embedded import resolve_model_path
+        from runner.lm.embedded import resolve_model_path
 
         require_backend(prefix)
         resolve_model_path(name)  # RunnerError now rather than inside the first LM call
@@ -139,7 +139,7 @@ def auto_lm(
 
     `options` maps a backend name to its load options, used only if that backend is chosen.
     """
-    from runner import hardware
+    from runner.lm import hardware
 
     hw = hardware.detect()
     backend, reason = choose_backend(hw)

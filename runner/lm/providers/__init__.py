@@ -7,7 +7,7 @@ Backend libraries are imported only when a model is first loaded.
 
 from __future__ import annotations
 
-from runner.providers.base import cached_engines, clear_engines, configure, options_for
+from runner.lm.providers.base import cached_engines, clear_engines, configure, options_for
 
 BACKENDS = ("llamacpp", "mlx", "torch")
 
@@ -20,11 +20,11 @@ def handler(backend: str):
     """The (single) provider instance for `backend`."""
     if backend not in _HANDLERS:
         if backend == "llamacpp":
-            from runner.providers.llamacpp import LlamaCppProvider as cls
+            from runner.lm.providers.llamacpp import LlamaCppProvider as cls
         elif backend == "mlx":
-            from runner.providers.mlx import MlxProvider as cls
+            from runner.lm.providers.mlx import MlxProvider as cls
         elif backend == "torch":
-            from runner.providers.torch import TorchProvider as cls
+            from runner.lm.providers.torch import TorchProvider as cls
         else:
             raise ValueError(f"unknown local backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         _HANDLERS[backend] = cls()

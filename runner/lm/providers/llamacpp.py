@@ -15,9 +15,9 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.embedded import resolve_model_path
+from runner.lm.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.providers.base import GenParams, LocalProvider, render_chat_template
+from runner.lm.providers.base import GenParams, LocalProvider, render_chat_template
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()
 
@@ -47,7 +47,7 @@ def import_llama_cpp():
 
 def default_threads() -> int:
     """Physical cores: llama.cpp decode is memory bound, hyper-threads only add contention."""
-    from runner.hardware import cpu
+    from runner.lm.hardware import cpu
 
     return max(1, min(cpu()["physical_cores"], cpu()["usable_cores"]))
 

@@ -1,7 +1,7 @@
 """`mlx/<embedded|path>`: mlx-lm in process (Metal on Apple Silicon, mlx[cpu] elsewhere).
 
 `embedded` (or any .gguf path) is converted once into an mlx-lm folder under the cache dir
-(runner.gguf_to_mlx) and loaded from there afterwards. Like llama.cpp, the KV cache of the last
+(runner.lm.gguf_to_mlx) and loaded from there afterwards. Like llama.cpp, the KV cache of the last
 call is kept and trimmed back to the common prefix, so a warm DSPy call only evaluates its tail.
 """
 
@@ -12,9 +12,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.embedded import resolve_model_path
+from runner.lm.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
+from runner.lm.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
 
 
 def default_cache_dir() -> Path:
@@ -38,7 +38,7 @@ def import_mlx_lm():
 def model_folder(path: Path, options: dict) -> Path:
     """An mlx-lm model folder for `path`: converted from GGUF (cached) or used as is."""
     if path.is_file() and path.suffix == ".gguf":
-        from runner.gguf_to_mlx import ensure_converted
+        from runner.lm.gguf_to_mlx import ensure_converted
 
         return ensure_converted(path, Path(options.get("cache_dir") or default_cache_dir()))
     if path.is_dir() and (path / "config.json").is_file():

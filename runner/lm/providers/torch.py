@@ -13,9 +13,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.embedded import resolve_model_path
+from runner.lm.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
+from runner.lm.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
 
 
 def import_torch():
