@@ -53,37 +53,38 @@ def reset_peak_rss() -> None:
         pass
 
 
-def model_bytes(engine) -> int:
+def model_bytes(model) -> int:
     """Bytes of weights read per decoded token (the file/tensors the backend actually uses)."""
-    if hasattr(engine, "path") and Path(engine.path).is_file():
-        return Path(engine.path).stat().st_size
-    if hasattr(engine, "folder"):
-        return sum(p.stat().st_size for p in Path(engine.folder).glob("*.safetensors"))
-    if hasattr(engine, "model") and hasattr(engine.model, "parameters"):
-        return sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    if hasattr(model, "path") and Path(model.path).is_file():
+        return Path(model.path).stat().st_size
+    if hasattr(model, "folder"):
+        return sum(p.stat().st_size for p in Path(model.folder).glob("*.safetensors"))
+    if hasattr(model, "model") and hasattr(model.model, "parameters"):
+        return sum(p.numel() * p.element_size() for p in model.model.parameters())
     return 0
 
 
-def prompt_of(engine, n_tokens: int, salt: str) -> list[dict]:
+def prompt_of(model, n_tokens: int, salt: str) -> list[dict]:
     """Chat messages whose rendered prompt has about `n_tokens` tokens (unique per `salt`)."""
     ask = f"({salt}) Summarise the text above in a long numbered list of points."
-    base = engine.count_tokens(engine.render([{"role": "user", "content": ask}]))
-    per = max(1, engine.count_tokens(FILLER * 8) // 8)
+    base = model.count_tokens(model.render([{"role": "user", "content": ask}]))
+    per = max(1, model.count_tokens(FILLER * 8) // 8)
     text = FILLER * max(0, (n_tokens - base) // per + 1)
     words = text.split(" ")
-    while words and engine.count_tokens(engine.render([{"role": "user", "content": " ".join(words) + ask}])) > n_tokens:
+    while words and model.count_tokens(model.render([{"role": "user", "content": " ".join(words) + ask}])) > n_tokens:
         words = words[: -max(1, len(words) // 50)]
     return [{"role": "user", "content": " ".join(words) + ask}]
 
 
-def timed_generation(provider, model: str, messages: list[dict], max_tokens: int) -> dict:
-    """One call through the provider's generation loop: TTFT, prefill and decode rates."""
-    from runner.lm.providers.base import Generation
+def timed_generation(engine, messages: list[dict], max_tokens: int) -> dict:
+    """One call through the engine's generation loop: TTFT, prefill and decode rates."""
+    from runner.lm.backends.base import GenParams
+    from runner.lm.engine import Generation
 
     state = Generation()
     start = time.perf_counter()
     last = start
-    for _ in provider.generate(model, messages, {"max_tokens": max_tokens, "temperature": 0.0}, state):
+    for _ in engine.generate(messages, GenParams(max_tokens=max_tokens, temperature=0.0), state):
         last = time.perf_counter()
     end = max(last, time.perf_counter())
     ttft = state.first_token_s or (end - start)
@@ -98,52 +99,51 @@ def timed_generation(provider, model: str, messages: list[dict], max_tokens: int
     }
 
 
-def best_of(provider, model: str, engine, messages: list[dict], max_tokens: int, repeats: int) -> dict:
+def best_of(engine, messages: list[dict], max_tokens: int, repeats: int) -> dict:
     """`repeats` cold calls (KV cache dropped before each): the fastest decode, prefill and TTFT.
     Best-of is the usual throughput estimate on a shared machine, where noise only slows runs down."""
     samples = []
     for _ in range(max(1, repeats)):
-        engine.reset()
-        samples.append(timed_generation(provider, model, messages, max_tokens))
+        engine.model.reset()
+        samples.append(timed_generation(engine, messages, max_tokens))
     decodes = [r["decode_tps"] for r in samples if r["decode_tps"] == r["decode_tps"]]
     best = max(samples, key=lambda r: r["decode_tps"] if r["decode_tps"] == r["decode_tps"] else -1.0)
     return {**best, "ttft_s": min(r["ttft_s"] for r in samples),
             "prefill_tps": max(r["prefill_tps"] for r in samples), "decode_tps_samples": decodes}
 
 
-def thread_scaling(provider, model: str, engine, n_tokens: int, max_tokens: int, repeats: int,
-                   all_threads: dict) -> dict:
+def thread_scaling(engine, n_tokens: int, max_tokens: int, repeats: int, all_threads: dict) -> dict:
     """Decode again with one thread. Memory-bound decode barely speeds up with more threads
     (they share one memory bus); compute-bound decode speeds up about N-fold. The ratio says
     which limit the bandwidth fraction is really up against."""
-    threads = engine.n_threads
-    engine.set_threads(1)
+    model = engine.model
+    threads = model.n_threads
+    model.set_threads(1)
     try:
-        one = best_of(provider, model, engine, prompt_of(engine, n_tokens, f"len {n_tokens}"), max_tokens, repeats)
+        one = best_of(engine, prompt_of(model, n_tokens, f"len {n_tokens}"), max_tokens, repeats)
     finally:
-        engine.set_threads(threads)
+        model.set_threads(threads)
     ratio = all_threads["decode_tps"] / one["decode_tps"] if one["decode_tps"] else float("nan")
     return {"threads": threads, "decode_tps_1_thread": one["decode_tps"],
             "decode_tps_all_threads": all_threads["decode_tps"], "speedup": ratio}
 
 
-def typical_dspy_call(backend: str, model: str, engine, cfg: DictConfig) -> dict:
-    """≈500-token DSPy-like prompt + 50 new tokens through litellm.completion, cold vs warm prefix."""
-    import litellm
-
+def typical_dspy_call(lm, cfg: DictConfig) -> dict:
+    """≈500-token DSPy-like prompt + 50 new tokens through the dspy.LM, cold vs warm prefix."""
+    model = lm.engine.model
     shared = SYSTEM + FILLER * 40
-    while engine.count_tokens(engine.render([{"role": "system", "content": shared}])) > cfg.prompt_tokens - 40:
+    while model.count_tokens(model.render([{"role": "system", "content": shared}])) > cfg.prompt_tokens - 40:
         shared = shared[: int(len(shared) * 0.95)]
 
     def call(question: str) -> tuple[float, int, int]:
         start = time.perf_counter()
-        r = litellm.completion(model=f"{backend}/{model}", max_tokens=cfg.new_tokens, temperature=0.0,
-                               messages=[{"role": "system", "content": shared},
-                                         {"role": "user", "content": f"[[ ## question ## ]]\n{question}\n\n"
-                                          "Respond with [[ ## reasoning ## ]] then [[ ## answer ## ]]."}])
+        r = lm.forward(max_tokens=cfg.new_tokens, temperature=0.0,
+                       messages=[{"role": "system", "content": shared},
+                                 {"role": "user", "content": f"[[ ## question ## ]]\n{question}\n\n"
+                                  "Respond with [[ ## reasoning ## ]] then [[ ## answer ## ]]."}])
         return time.perf_counter() - start, r.usage.prompt_tokens, r.usage.completion_tokens
 
-    engine.reset()
+    model.reset()
     cold_s, prompt_tokens, new_cold = call("Tom has 3 apples and buys 4 more. How many apples does he have?")
     call("A train travels 60 km in one hour. How far does it go in 3 hours?")  # warms the shared prefix
     warm_s, _, new_warm = call("Sara reads 12 pages a day. How many pages does she read in a week?")
@@ -153,7 +153,7 @@ def typical_dspy_call(backend: str, model: str, engine, cfg: DictConfig) -> dict
 
 
 def bench_backend(backend: str, cfg: DictConfig, bandwidth_gbs: float) -> dict:
-    from runner.lm import providers
+    from runner.lm.backends.base import unload_all
     from runner.lm.bandwidth import decode_limit_tps
     from runner.lm.build import _plain, build_lm
 
@@ -162,34 +162,34 @@ def bench_backend(backend: str, cfg: DictConfig, bandwidth_gbs: float) -> dict:
     decode_tokens = settings.get("decode_tokens", cfg.decode_tokens)
     options = _plain(cfg.options.get(backend)) or {}
 
-    build_lm(f"{backend}/{cfg.model}", backend=options)  # registers, validates, sets load options
-    provider = providers.handler(backend)
-    providers.clear_engines()
+    lm = build_lm(f"{backend}/{cfg.model}", backend=options, cache=False)  # validates; loads nothing yet
+    engine = lm.engine
+    unload_all()
     reset_peak_rss()
     rss_before, _ = rss_mb()
     start = time.perf_counter()
-    engine = provider.engine(cfg.model)
+    model = engine.model
     load_s = time.perf_counter() - start
     rss_loaded, _ = rss_mb()
 
-    timed_generation(provider, cfg.model, [{"role": "user", "content": "Hi"}], 2)  # first-call setup/compile
+    timed_generation(engine, [{"role": "user", "content": "Hi"}], 2)  # first-call setup/compile
     repeats = int(settings.get("repeats", cfg.get("repeats", 1)))
     runs = []
     for n in lengths:
-        result = best_of(provider, cfg.model, engine, prompt_of(engine, n, f"len {n}"), decode_tokens, repeats)
+        result = best_of(engine, prompt_of(model, n, f"len {n}"), decode_tokens, repeats)
         runs.append({"target_prompt_tokens": n, **result})
         log.info("%s: %d prompt tokens -> ttft %.2fs, decode %.1f tok/s", backend, result["prompt_tokens"],
                  result["ttft_s"], result["decode_tps"])
     scaling = None
-    if cfg.get("thread_scaling", False) and hasattr(engine, "set_threads") and engine.n_threads > 1 and runs:
-        scaling = thread_scaling(provider, cfg.model, engine, lengths[0], decode_tokens, repeats, runs[0])
-    weights = model_bytes(engine)
+    if cfg.get("thread_scaling", False) and hasattr(model, "set_threads") and model.n_threads > 1 and runs:
+        scaling = thread_scaling(engine, lengths[0], decode_tokens, repeats, runs[0])
+    weights = model_bytes(model)
     limit = decode_limit_tps(bandwidth_gbs, weights)
     decode = [r["decode_tps"] for r in runs if r["decode_tps"] == r["decode_tps"]]
     best_decode = max(decode) if decode else float("nan")
-    typical = typical_dspy_call(backend, cfg.model, engine, cfg.typical) if settings.get("typical", True) else None
+    typical = typical_dspy_call(lm, cfg.typical) if settings.get("typical", True) else None
     _, peak = rss_mb()
-    providers.clear_engines()
+    unload_all()
     return {
         "backend": backend, "load_s": load_s, "runs": runs, "typical_call": typical,
         "model_bytes": weights, "decode_limit_tps": limit, "best_decode_tps": best_decode,

@@ -81,13 +81,9 @@ def _backend_metrics(total) -> dict:
             "lm_total_tokens_per_s": total.tokens / total.lm_seconds}
 
 
-def _backend_choice(cfg: DictConfig) -> dict:
+def _backend_choice(lm) -> dict:
     """What `model=auto` picked and why (empty for an explicit model group option)."""
-    if not str(cfg.model.get("_target_", "")).endswith("auto_lm"):
-        return {}
-    from runner.lm.build import last_choice
-
-    return last_choice() or {}
+    return dict(getattr(getattr(lm, "engine", None), "selection", None) or {})
 
 
 def _program_recipe(cfg: DictConfig, program) -> tuple[dict, str | None]:
@@ -143,7 +139,7 @@ def run(cfg: DictConfig) -> float:
         lm = instantiate(cfg.model)
         # keep the callbacks already installed (mlflow.dspy.autolog adds its tracer there)
         dspy.configure(lm=lm, adapter=instantiate(cfg.adapter), callbacks=[*dspy.settings.callbacks, meter])
-        backend = _backend_choice(cfg)
+        backend = _backend_choice(lm)
         tracking.log_params({"lm.model": lm.model, **{f"backend.{k}": str(v) for k, v in (backend or {}).items()
                                                       if k in ("backend", "reason")}})
         console.print(f"[bold]LM[/] {lm.model}")

@@ -1,7 +1,6 @@
-"""A token-streaming test LM: a LiteLLM custom provider (`scriptedstream/`) built on the same
-runner.lm.providers.base.LocalProvider generation loop as llamacpp/ mlx/ torch/, whose engine
+"""A token-streaming test LM: a LocalEngine (the engine of llamacpp/ mlx/ torch/) whose model
 replays a fixed ChatAdapter reply piece by piece with a short delay. It exercises the real path
-LiteLLM streaming -> dspy.streamify -> StreamListener -> SSE without loading a model.
+engine stream -> dspy.streamify -> StreamListener -> SSE without loading a model.
 """
 
 from __future__ import annotations
@@ -11,14 +10,14 @@ import time
 
 import dspy
 
-from runner.lm.providers.base import LocalProvider
+from runner.lm.engine import LocalEngine, local_lm
 
 REASONING = ["[[ ## reasoning ## ]]\n", "Add ", "them.", "\n\n"]
 ANSWER = ["[[ ## answer ## ]]\n", "12", "34", ".5", "\n\n[[ ## completed ## ]]"]
 DELAY_S = 0.05
 
 
-class ScriptedEngine:
+class ScriptedModel:
     n_ctx = None
 
     def __init__(self):
@@ -38,19 +37,20 @@ class ScriptedEngine:
             time.sleep(delay)
             yield piece
 
+    def reset(self):
+        pass
 
-class ScriptedStreamProvider(LocalProvider):
-    backend = "scriptedstream"
 
-    def load(self, model, options):
-        return ScriptedEngine()
+class ScriptedEngine(LocalEngine):
+    """A LocalEngine whose model is the script above."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("llamacpp", "scripted")
+
+    def _load(self):
+        return ScriptedModel()
 
 
 def streaming_lm(**_ignored) -> dspy.LM:
     """`_target_` of tests/conf/model/streaming.yaml."""
-    import litellm
-
-    providers = [p for p in (litellm.custom_provider_map or []) if p.get("provider") != "scriptedstream"]
-    litellm.custom_provider_map = [*providers, {"provider": "scriptedstream", "custom_handler": ScriptedStreamProvider()}]
-    litellm.utils.custom_llm_setup()
-    return dspy.LM("scriptedstream/scripted", cache=False, num_retries=0, temperature=0.0, max_tokens=64)
+    return local_lm("scriptedstream/scripted", ScriptedEngine(), cache=False, temperature=0.0, max_tokens=64)

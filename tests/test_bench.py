@@ -48,7 +48,7 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
     assert res["decode_limit_tps"] > 0
     assert len(run["decode_tps_samples"]) == 2 and run["decode_tps"] == max(run["decode_tps_samples"])
     scaling = res["thread_scaling"]
-    from runner.lm.providers.llamacpp import default_threads
+    from runner.lm.backends.llamacpp import default_threads
 
     if default_threads() > 1:  # one-thread decode measured and compared with the all-core run
         assert scaling["decode_tps_1_thread"] > 0 and scaling["speedup"] > 0 and scaling["threads"] > 1

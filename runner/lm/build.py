@@ -1,8 +1,8 @@
 """Build the `dspy.LM` of a run (Hydra `_target_`s of conf/model/*.yaml).
 
 `build_lm` takes any LiteLLM model string; `llamacpp/`, `mlx/` and `torch/` models run in this
-process through runner.lm.providers. `auto_lm` looks at the hardware and picks the local backend,
-remembering why (`last_choice()`), so the run can log it.
+process on a LocalEngine (runner.lm.engine). `auto_lm` looks at the hardware and picks the local
+backend; the engine records the choice and why (`lm.engine.selection`), so the run can log it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ _INSTALL_HINTS = {
     "mlx": "pip install mlx-lm 'mlx[cpu]' (Linux) or mlx-lm (macOS)",
     "torch": "pip install -e '.[torch]' (torch + transformers)",
 }
-
-_LAST_CHOICE: dict = {}
-
 
 def _plain(value: Any) -> Any:
     """OmegaConf containers (what Hydra passes) -> plain dicts/lists."""
@@ -76,29 +73,28 @@ def build_lm(
     api_base: str | None = None,
     api_key: str | None = None,
     num_retries: int | None = None,
+    selection: dict | None = None,
     **kwargs: Any,
 ):
     """A `dspy.LM` for `model`.
 
     `llamacpp/<embedded|file.gguf>`, `mlx/<embedded|mlx-lm folder>`, `torch/<embedded|HF folder|file.gguf>`
-    run in process; `backend` holds their load options (n_ctx, n_threads, n_batch / cache_dir /
-    device, dtype). Anything else is handed to LiteLLM as is (openai/..., ollama_chat/...).
+    run in process on a LocalEngine; `backend` holds their load options (n_ctx, n_threads, n_batch /
+    cache_dir / device, dtype) and `selection` why `model=auto` chose it. Anything else is handed
+    to DSPy/LiteLLM as is (openai/..., ollama_chat/...).
     """
     import dspy
 
-    from runner.lm import providers
-
-    providers.register()
     prefix, _, name = model.partition("/")
     if prefix in LOCAL_BACKENDS:
         from runner.lm.embedded import resolve_model_path
+        from runner.lm.engine import LocalEngine, local_lm
 
         require_backend(prefix)
         resolve_model_path(name)  # RunnerError now rather than inside the first LM call
-        providers.configure(prefix, name, **(_plain(backend) or {}))
-        # Retrying a local model repeats the same failure; LiteLLM would only add delay.
-        return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, cache=cache,
-                       num_retries=num_retries or 0, **kwargs)
+        engine = LocalEngine(prefix, name, _plain(backend), selection=selection)
+        return local_lm(model, engine, temperature=temperature, max_tokens=max_tokens, cache=cache,
+                        num_retries=num_retries or 0, **kwargs)
     if api_base:
         check_endpoint(api_base)
     extra = {k: v for k, v in {"api_base": api_base, "api_key": api_key}.items() if v}
@@ -135,7 +131,8 @@ def auto_lm(
     options: dict | None = None,
     **kwargs: Any,
 ):
-    """The embedded (or given) model on the best backend for this machine; see `last_choice()`.
+    """The embedded (or given) model on the best backend for this machine. The LM's engine
+    records the choice: `lm.engine.selection` = {"backend", "reason", "hardware"}.
 
     `options` maps a backend name to its load options, used only if that backend is chosen.
     """
@@ -143,17 +140,11 @@ def auto_lm(
 
     hw = hardware.detect()
     backend, reason = choose_backend(hw)
-    _LAST_CHOICE.clear()
-    _LAST_CHOICE.update({"backend": backend, "model": f"{backend}/{model_name}", "reason": reason, "hardware": hw})
     _announce(backend, reason)
     options = _plain(options) or {}
     return build_lm(f"{backend}/{model_name}", temperature=temperature, max_tokens=max_tokens, cache=cache,
-                    backend=options.get(backend), **kwargs)
-
-
-def last_choice() -> dict:
-    """What `auto_lm` picked last: {"backend", "model", "reason", "hardware"} ({} before any call)."""
-    return dict(_LAST_CHOICE)
+                    backend=options.get(backend), selection={"backend": backend, "reason": reason, "hardware": hw},
+                    **kwargs)
 
 
 def _announce(backend: str, reason: str) -> None:

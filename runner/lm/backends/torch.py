@@ -3,7 +3,9 @@
 Optional extra (`pip install -e '.[torch]'`): nothing here imports torch until a model is
 loaded. transformers reads a GGUF directly (dequantized to the chosen dtype). The decode loop
 is written out so every token is streamed as it is produced and the KV cache of the previous
-call is cropped back to the common prefix, as the other backends do.
+call is cropped back to the common prefix, as the other backends do. A JSON schema is enforced
+in the same loop: llguidance's mask (runner.lm.constrain) sets disallowed logits to -inf
+before sampling.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.lm.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.lm.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
+from runner.lm.backends.base import GenParams, HFTokenizerChat, common_prefix_len
+from runner.lm.constrain import JsonConstraint, llguidance_tokenizer
+from runner.lm.embedded import resolve_model_path
 
 
 def import_torch():
@@ -48,7 +51,7 @@ def pick_dtype(torch, device: str, wanted: str = "auto"):
     return torch.float32  # CPU half-precision matmuls are slow or missing
 
 
-class TorchEngine(HFTokenizerChat):
+class TorchModel(HFTokenizerChat):
     def __init__(self, path: Path, options: dict):
         torch, transformers = import_torch()
         self.torch = torch
@@ -74,6 +77,14 @@ class TorchEngine(HFTokenizerChat):
         # transformers >= 5.x renamed `past_key_values` to `cache`; use whichever forward() takes.
         params = inspect.signature(self.model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._llg = None  # llguidance tokenizer, built on the first constrained call
+
+    def _constraint(self, params: GenParams) -> JsonConstraint | None:
+        if params.schema is None:
+            return None
+        if self._llg is None:
+            self._llg = llguidance_tokenizer(self.tokenizer, self.eos_ids)
+        return JsonConstraint(self._llg, params.schema)
 
     def _reuse_prefix(self, ids: list[int]) -> list[int]:
         common = common_prefix_len(self.kv_tokens, ids)
@@ -107,6 +118,7 @@ class TorchEngine(HFTokenizerChat):
         done = ids[: len(ids) - len(todo)]
         generated: list[int] = []
         text = ""
+        constraint = self._constraint(params)
         try:
             with torch.inference_mode():
                 step = todo
@@ -114,9 +126,15 @@ class TorchEngine(HFTokenizerChat):
                     out = self.model(input_ids=torch.tensor([step], device=self.device),
                                      use_cache=True, **{self.cache_kw: self.kv})
                     self.kv = getattr(out, "cache", None) or out.past_key_values
-                    token = self._sample(out.logits[0, -1], params)
+                    logits = out.logits[0, -1]
+                    if constraint is not None:
+                        allowed = torch.from_numpy(constraint.allowed(int(logits.shape[-1]))).to(logits.device)
+                        logits = logits.masked_fill(~allowed, float("-inf"))
+                    token = self._sample(logits, params)
                     if token in self.eos_ids:
                         return
+                    if constraint is not None:
+                        constraint.advance(token)
                     generated.append(token)
                     step = [token]
                     full = self.tokenizer.decode(generated, skip_special_tokens=True)
@@ -133,8 +151,5 @@ class TorchEngine(HFTokenizerChat):
         self.kv, self.kv_tokens = None, []
 
 
-class TorchProvider(LocalProvider):
-    backend = "torch"
-
-    def load(self, model: str, options: dict) -> TorchEngine:
-        return TorchEngine(resolve_model_path(model), options)
+def load(model: str, options: dict) -> TorchModel:
+    return TorchModel(resolve_model_path(model), options)

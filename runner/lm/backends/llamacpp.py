@@ -4,20 +4,30 @@ Generation drives `Llama.generate` token by token. That keeps the KV cache of th
 call and re-evaluates only the tokens after the longest common prefix: DSPy prompts share a
 long prefix (instructions, field descriptions, demos), so a warm call evaluates just the
 question. `python -m runner.bench` measures the cold/warm ratio.
+
+A JSON schema is enforced by llama.cpp's own grammar engine. Greedy decoding under a grammar
+samples the way llama.cpp's own `common_sampler` does: the model's best token is checked against
+the grammar alone, and only when the grammar rejects it is the grammar applied to the whole
+vocabulary. That picks exactly the token full masking would (the best allowed one) and skips a
+49k-candidate grammar pass on most steps. Sampling at a temperature goes through
+`Llama.generate` with the grammar as a stage of its sampler chain, which keeps the distribution exact.
 """
 
 from __future__ import annotations
 
 import atexit
 import codecs
+import ctypes
+import math
 import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.lm.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.lm.providers.base import GenParams, LocalProvider, render_chat_template
+from runner.lm.backends.base import GenParams, common_prefix_len, render_chat_template
+from runner.lm.constrain import llama_gbnf, schema_key
+from runner.lm.embedded import resolve_model_path
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()
 
@@ -25,8 +35,8 @@ _OPEN: weakref.WeakSet = weakref.WeakSet()
 @atexit.register
 def _close_all() -> None:
     """Free llama.cpp models before interpreter teardown (its __del__ fails noisily once modules are gone)."""
-    for engine in list(_OPEN):
-        engine.llm.close()
+    for model in list(_OPEN):
+        model.llm.close()
 
 
 DEFAULTS = {"n_ctx": 4096, "n_batch": 512, "n_threads": None, "n_gpu_layers": -1}
@@ -52,7 +62,7 @@ def default_threads() -> int:
     return max(1, min(cpu()["physical_cores"], cpu()["usable_cores"]))
 
 
-class LlamaCppEngine:
+class LlamaCppModel:
     """One loaded GGUF model and its KV cache; `lock` serializes calls from several threads."""
 
     def __init__(self, path: Path, options: dict):
@@ -97,16 +107,75 @@ class LlamaCppEngine:
     def stream(self, prompt: str, params: GenParams) -> Iterator[str]:
         if params.seed is not None:
             self.llm.set_seed(int(params.seed))
+        ids = self.tokens(prompt)
+        gbnf = llama_gbnf(schema_key(params.schema)) if params.schema is not None else None
+        if gbnf is not None and params.temperature <= 0:
+            tokens = self._greedy_under_grammar(ids, gbnf, params.max_tokens)
+        else:
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_string(gbnf, verbose=False) if gbnf is not None else None
+            tokens = self.llm.generate(ids, temp=params.temperature, top_p=params.top_p, reset=True, grammar=grammar)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = self.llm._model.vocab
         produced = 0
-        for token in self.llm.generate(self.tokens(prompt), temp=params.temperature, top_p=params.top_p, reset=True):
+        for token in tokens:
             if self._eog(vocab, token) or produced >= params.max_tokens:
                 return
             produced += 1
             yield decoder.decode(self.llm.detokenize([token]))
             if produced >= params.max_tokens:
                 return
+
+    def _prefill(self, ids: list[int]) -> None:
+        """Evaluate `ids`, keeping the KV cache of the longest prefix the last call left there."""
+        import llama_cpp
+
+        llm = self.llm
+        keep = min(common_prefix_len(llm.input_ids[: llm.n_tokens].tolist(), ids), len(ids) - 1)
+        if keep < llm.n_tokens and not llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), -1, keep, -1):
+            llm.reset()  # a model whose cache cannot be cut (recurrent): start over
+            keep = 0
+        llm.n_tokens = keep
+        llm.eval(ids[keep:])
+
+    def _greedy_under_grammar(self, ids: list[int], gbnf: str, max_tokens: int) -> Iterator[int]:
+        """Greedy tokens under a GBNF grammar (see the module docstring)."""
+        import llama_cpp
+        import numpy as np
+
+        llm = self.llm
+        n_vocab = llm.n_vocab()
+        sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode("utf-8"), b"root")
+        if not sampler:
+            raise ValueError("llama.cpp could not parse the grammar of this response_format schema")
+        best = (llama_cpp.llama_token_data * 1)()
+        best_view = llama_cpp.llama_token_data_array(data=best, size=1, selected=-1, sorted=False)
+        every = np.zeros(n_vocab, dtype=np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]))
+        every["id"] = np.arange(n_vocab, dtype=np.int32)
+        every_view = llama_cpp.llama_token_data_array(
+            data=every.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), size=n_vocab, selected=-1,
+            sorted=False)
+        try:
+            self._prefill(ids)
+            for _ in range(max_tokens):
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+                token = int(np.argmax(logits))
+                best[0].id, best[0].logit, best[0].p = token, float(logits[token]), 0.0
+                best_view.size, best_view.selected = 1, -1
+                llama_cpp.llama_sampler_apply(sampler, ctypes.byref(best_view))
+                if best[0].logit == -math.inf:  # the grammar rejects the model's first choice
+                    every["logit"] = logits
+                    every_view.size, every_view.selected, every_view.sorted = n_vocab, -1, False
+                    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(every_view))
+                    token = int(np.argmax(every["logit"]))
+                    if every["logit"][token] == -math.inf:
+                        raise RuntimeError("constrained decoding: the grammar allows no next token")
+                yield token
+                llama_cpp.llama_sampler_accept(sampler, token)
+                llm.eval([token])
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
 
     def reset(self) -> None:
         """Drop the KV cache (the next call is cold); used by the benchmark."""
@@ -120,9 +189,5 @@ class LlamaCppEngine:
         self.n_threads = int(n)
 
 
-class LlamaCppProvider(LocalProvider):
-    backend = "llamacpp"
-
-    def load(self, model: str, options: dict) -> LlamaCppEngine:
-        return LlamaCppEngine(resolve_model_path(model), options)
-
+def load(model: str, options: dict) -> LlamaCppModel:
+    return LlamaCppModel(resolve_model_path(model), options)

@@ -3,6 +3,7 @@
 `embedded` (or any .gguf path) is converted once into an mlx-lm folder under the cache dir
 (runner.lm.gguf_to_mlx) and loaded from there afterwards. Like llama.cpp, the KV cache of the last
 call is kept and trimmed back to the common prefix, so a warm DSPy call only evaluates its tail.
+A JSON schema is enforced by an mlx-lm logits processor fed by llguidance (runner.lm.constrain).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.lm.embedded import resolve_model_path
 from runner.errors import RunnerError
-from runner.lm.providers.base import GenParams, HFTokenizerChat, LocalProvider, common_prefix_len
+from runner.lm.backends.base import GenParams, HFTokenizerChat, common_prefix_len
+from runner.lm.constrain import JsonConstraint, llguidance_tokenizer
+from runner.lm.embedded import resolve_model_path
 
 
 def default_cache_dir() -> Path:
@@ -47,7 +49,28 @@ def model_folder(path: Path, options: dict) -> Path:
                       "pass `embedded`, a .gguf path or a folder with config.json + safetensors")
 
 
-class MlxEngine(HFTokenizerChat):
+class SchemaLogitsProcessor:
+    """An mlx-lm logits processor that keeps the output valid under a JSON schema.
+
+    mlx-lm calls it once per step with every token so far (the prompt's first); each new token is
+    fed to the matcher, then every logit the schema does not allow becomes -inf."""
+
+    def __init__(self, constraint: JsonConstraint):
+        self.constraint = constraint
+        self.seen: int | None = None
+
+    def __call__(self, tokens, logits):
+        import mlx.core as mx
+
+        n = int(tokens.shape[0])
+        if self.seen is not None:
+            for token in tokens[self.seen:].tolist():
+                self.constraint.advance(token)
+        self.seen = n
+        return mx.where(mx.array(self.constraint.allowed(int(logits.shape[-1]))), logits, -mx.inf)
+
+
+class MlxModel(HFTokenizerChat):
     def __init__(self, folder: Path, options: dict):
         mlx_lm = import_mlx_lm()
         from mlx_lm.models.cache import make_prompt_cache
@@ -59,6 +82,7 @@ class MlxEngine(HFTokenizerChat):
         self._make_cache = lambda: make_prompt_cache(self.model)
         self.kv = None
         self.kv_tokens: list[int] = []  # the tokens whose keys/values `kv` holds
+        self._llg = None  # llguidance tokenizer, built on the first constrained call
 
     def _reuse_prefix(self, ids: list[int]) -> list[int]:
         """Trim the kept KV cache to the common prefix with `ids`; return the tokens still to evaluate."""
@@ -72,6 +96,13 @@ class MlxEngine(HFTokenizerChat):
         trim_prompt_cache(self.kv, self.kv[0].offset - common)
         self.kv_tokens = self.kv_tokens[:common]
         return ids[common:]
+
+    def _processors(self, params: GenParams) -> list:
+        if params.schema is None:
+            return []
+        if self._llg is None:
+            self._llg = llguidance_tokenizer(self.tokenizer, self.tokenizer.eos_token_ids)
+        return [SchemaLogitsProcessor(JsonConstraint(self._llg, params.schema))]
 
     def stream(self, prompt: str, params: GenParams) -> Iterator[str]:
         import mlx.core as mx
@@ -87,7 +118,8 @@ class MlxEngine(HFTokenizerChat):
         sampler = make_sampler(temp=params.temperature, top_p=params.top_p if params.top_p < 1.0 else 0.0)
         try:
             for response in stream_generate(self.model, self.tokenizer, todo, max_tokens=params.max_tokens,
-                                            sampler=sampler, prompt_cache=self.kv):
+                                            sampler=sampler, prompt_cache=self.kv,
+                                            logits_processors=self._processors(params)):
                 if response.finish_reason == "stop" and response.token in self.tokenizer.eos_token_ids:
                     if response.text:  # the detokenizer's last flush, never the EOS text itself
                         yield response.text
@@ -110,8 +142,5 @@ class MlxEngine(HFTokenizerChat):
         self.kv, self.kv_tokens = None, []
 
 
-class MlxProvider(LocalProvider):
-    backend = "mlx"
-
-    def load(self, model: str, options: dict) -> MlxEngine:
-        return MlxEngine(model_folder(resolve_model_path(model), options), options)
+def load(model: str, options: dict) -> MlxModel:
+    return MlxModel(model_folder(resolve_model_path(model), options), options)
