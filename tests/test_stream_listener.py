@@ -8,6 +8,7 @@ from litellm import ModelResponseStream
 from litellm.types.utils import Delta, StreamingChoices
 
 from runner.adapters import LenientChatAdapter
+from runner.dspy_ext.adapters import StructuredAdapter
 from runner.stream_listener import LenientStreamListener
 
 
@@ -47,9 +48,25 @@ def test_no_header_for_the_field_streams_nothing():
     assert _listen(["answer: 42"]) == []
 
 
-def test_json_adapter_keeps_dspy_logic():
-    got = _listen(['{"answer": ', '"Par', 'is"}'], adapter=dspy.JSONAdapter())
-    assert "Paris" in "".join(c for c, _ in got) and got[-1][1] is True  # DSPy's JSON listener: raw JSON text
+@pytest.mark.parametrize("adapter", [dspy.JSONAdapter, StructuredAdapter])
+def test_json_string_values_stream_decoded(adapter):
+    got = _listen(['{"reasoning": "the ', 'answer: x", "answer', '": ', '"Par', 'is, \\"the ', 'city\\', '" \\u00e9', 'lys\\u00e9e"}'],
+                  adapter=adapter())
+    assert "".join(c for c, _ in got) == 'Paris, "the city" \u00e9lys\u00e9e' and got[-1][1] is True
+    assert all(not last for _, last in got[:-1])
+
+
+def test_json_non_string_values_stream_as_written():
+    got = _listen(['{"rank": 1', '6, "answer": 0.', '000', '2', '}'], field="answer", adapter=StructuredAdapter())
+    assert "".join(c for c, _ in got) == "0.0002" and got[-1][1] is True
+    got = _listen(['{"answer": ["a", "b,', ' c"], "n": 1}'], adapter=dspy.JSONAdapter())
+    assert "".join(c for c, _ in got) == '["a", "b, c"]'
+    got = _listen(['{"answer": true }'], adapter=dspy.JSONAdapter())
+    assert "".join(c for c, _ in got) == "true"
+
+
+def test_json_field_that_never_arrives_streams_nothing():
+    assert _listen(['{"other": "x"}'], adapter=dspy.JSONAdapter()) == []
 
 
 @pytest.mark.parametrize("reuse", [True, False])
