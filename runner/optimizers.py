@@ -1,15 +1,11 @@
-"""Building and running the configured DSPy optimizer.
+"""The runner's own optimizers, for the options DSPy has no class for (conf/optimizer/).
 
-Optimizer configs are `_partial_` constructors; the runner supplies the metric, because the
-metric is built by another config group. GEPA gets the feedback metric (score + text), every
-other optimizer the scalar version, since their thresholds compare numbers.
+Every option's YAML wires its metric: GEPA takes the task metric with its feedback, the others
+`runner.metrics.scalar` of it (a float their thresholds compare); `valset: true` hands compile()
+the dev split.
 """
 
 from __future__ import annotations
-
-import inspect
-
-from runner.metrics import scalar
 
 
 class Unoptimized:
@@ -37,29 +33,3 @@ class KNNFewShot:
         knn = dspy.KNNFewShot(k=self.k, trainset=trainset, vectorizer=dspy.Embedder(self.embedder),
                               metric=self.metric, **self.bootstrap_args)
         return knn.compile(student)
-
-
-def wants_feedback(factory) -> bool:
-    """True for optimizers that read textual feedback from the metric (GEPA)."""
-    import dspy
-
-    target = getattr(factory, "func", factory)
-    return isinstance(target, type) and issubclass(target, dspy.GEPA)
-
-
-def build(factory, metric):
-    """Call a `_partial_` optimizer constructor with the right flavour of metric
-    (LabeledFewShot takes none)."""
-    target = getattr(factory, "func", factory)
-    if "metric" not in inspect.signature(target).parameters:
-        return factory()
-    return factory(metric=metric if wants_feedback(factory) else scalar(metric))
-
-
-def compile_program(optimizer, program, trainset, valset, compile_kwargs: dict):
-    """`optimizer.compile` with trainset, plus valset where the optimizer accepts one."""
-    params = inspect.signature(optimizer.compile).parameters
-    kwargs = dict(compile_kwargs)
-    if "valset" in params and valset:
-        kwargs.setdefault("valset", valset)
-    return optimizer.compile(program, trainset=trainset, **kwargs)

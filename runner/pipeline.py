@@ -20,10 +20,9 @@ from runner import manifest, tracking
 from runner.errors import RunnerError
 from runner.evaluation import evaluate
 from runner.logs import quiet_libraries
-from runner.optimizers import build, compile_program
 from runner.progress import console, phase
 from runner.redaction import config_scrubber
-from runner.summary import summary_table
+from runner.summary import instructions, instructions_table, render_instructions, summary_table
 from runner.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -167,27 +166,39 @@ def run(cfg: DictConfig) -> float:
             rows.append((label, res["score"], used, secs))
             return res
 
+        test_split = splits.get("test") if cfg.eval.test else None
         timed_eval(f"baseline {cfg.eval.split}", program, eval_split, "baseline")
+        if test_split:
+            timed_eval("baseline test", program, test_split, "baseline_test")
 
         before, t0 = meter.snapshot(), time.perf_counter()
-        optimizer = build(optimizer_factory, metric)
+        optimizer = optimizer_factory()  # built now: MIPROv2 takes dspy.settings.lm as its task model
+        compile_kwargs = OmegaConf.to_container(cfg.optimizer.compile, resolve=True)
+        if cfg.optimizer.valset:  # the optimizer selects its candidates on the dev split
+            compile_kwargs["valset"] = splits["dev"]
         with phase(f"compile ({cfg.optimizer.name})", meter):
-            compiled = compile_program(optimizer, program.deepcopy(), splits["train"], splits["dev"],
-                                       OmegaConf.to_container(cfg.optimizer.compile, resolve=True))
+            compiled = optimizer.compile(program.deepcopy(), trainset=splits["train"], **compile_kwargs)
         used, secs = meter.snapshot() - before, time.perf_counter() - t0
         m = _phase_metrics("compile", used, secs)
         tracking.log_metrics(m)
         metrics.update(m)
         rows.append((f"compile ({cfg.optimizer.name})", None, used, secs))
+        found = instructions(compiled, program)
+        if found:
+            tracking.log_text(render_instructions(found), "instructions.md")
+            console.print(instructions_table(found))
 
         result = timed_eval(f"compiled {cfg.eval.split}", compiled, eval_split, "compiled")
-        if cfg.eval.test and splits.get("test"):
-            timed_eval("compiled test", compiled, splits["test"], "test")
+        if test_split:
+            timed_eval("compiled test", compiled, test_split, "compiled_test")
 
         total = meter.snapshot()
         metrics.update(_backend_metrics(total))
         metrics["improvement"] = metrics["compiled_score"] - metrics["baseline_score"]
-        tracking.log_metrics({k: metrics[k] for k in ("improvement", *_backend_metrics(total))})
+        if test_split:
+            metrics["test_improvement"] = metrics["compiled_test_score"] - metrics["baseline_test_score"]
+        tracking.log_metrics({k: metrics[k] for k in ("improvement", "test_improvement", *_backend_metrics(total))
+                              if k in metrics})
 
         scores = {k: v for k, v in metrics.items() if k.endswith("_score") or k == "improvement"}
         program_cfg, loaded_from = _program_recipe(cfg, program)
@@ -202,7 +213,9 @@ def run(cfg: DictConfig) -> float:
             info = tracking.log_program(compiled, lm, cfg.tracking.registered_model_name if cfg.register else None,
                                         cfg.tracking.alias)
             log.info("logged model %s", info)
-        console.print(summary_table(rows, title=f"{cfg.task.name} x {cfg.optimizer.name} on {lm.model}"))
+        caption = (f"{cfg.optimizer.name} picked its candidate on the {cfg.eval.split} split: the test rows are "
+                   "held out, the compiled dev score is optimistic") if cfg.optimizer.valset else None
+        console.print(summary_table(rows, title=f"{cfg.task.name} x {cfg.optimizer.name} on {lm.model}", caption=caption))
         console.print(f"saved program to {saved}  |  MLflow run {active.info.run_id} at {tracking.tracking_uri()}")
         status = "FINISHED"
         return float(result["score"])
