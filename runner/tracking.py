@@ -135,6 +135,21 @@ def without_secrets(lm):
     return clean
 
 
+def model_requirements() -> list[str]:
+    """What a logged program needs to load: DSPy, MLflow and this runner (its LM engines and, as
+    its dependencies, the local backends), pinned to the versions that saved it. Declared, not
+    inferred: MLflow's inference imports and traces the model in a subprocess (about 5 s a run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in ("dspy", "mlflow", "dspy-runner"):
+        try:
+            out.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            out.append(package)
+    return out
+
+
 def log_program(program, lm, registered_model_name: str | None, alias: str | None) -> dict:
     """mlflow.dspy.log_model the compiled program with `lm` (stripped of secrets) as its LM;
     register it (with alias) when asked."""
@@ -151,7 +166,7 @@ def log_program(program, lm, registered_model_name: str | None, alias: str | Non
     # autolog's tracer with its open-span tokens) are not part of the model and may not pickle.
     with dspy.context(lm=without_secrets(lm), callbacks=[]):
         info = mlflow.dspy.log_model(program, name="program", registered_model_name=registered_model_name,
-                                      use_dspy_model_save=True)
+                                      use_dspy_model_save=True, pip_requirements=model_requirements())
     out = {"model_uri": info.model_uri}
     if registered_model_name:
         version = info.registered_model_version
