@@ -10,12 +10,13 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
-from signatures import clip, diffusion, federated, lora
+from signatures import architecture, clip, diffusion, federated, lora
 
-FAMILIES = {"lora": lora, "diffusion": diffusion, "clip": clip, "federated": federated}
+FAMILIES = {"lora": lora, "diffusion": diffusion, "clip": clip, "federated": federated, "architecture": architecture}
 SMALL = dict(n_train=4, n_dev=3, n_test=5)        # the federated grid search costs ~0.1 s per scenario
 SIGNATURES = {lora: lora.ChooseLoraConfig, diffusion: diffusion.ChooseDiffusionSampler,
-              clip: clip.AdaptClipToDomain, federated: federated.ChooseFederatedConfig}
+              clip: clip.AdaptClipToDomain, federated: federated.ChooseFederatedConfig,
+              architecture: architecture.ChooseBackbone}
 
 
 def _outputs(module, ex) -> dict:
@@ -52,7 +53,7 @@ def test_splits_are_seeded_and_disjoint(family):
 
 def test_default_sizes_from_task_config():
     # the task yamls ask for 24/16/32; every family except federated is cheap enough to build fully here
-    for module in (lora, diffusion, clip):
+    for module in (lora, diffusion, clip, architecture):
         sp = module.load_splits(seed=0)
         assert [len(sp[s]) for s in ("train", "dev", "test")] == [24, 16, 32]
 
@@ -92,6 +93,7 @@ def test_scores_are_graded_not_binary(family):
         clip: [dict(strategy=s, expected_accuracy=a) for s in clip.STRATEGIES for a in (20, 60, 90)],
         federated: [dict(aggregation=a, local_epochs=e, client_fraction=f, learning_rate=lr)
                     for a in ("fedavg", "fedprox") for e in (1, 20) for f in (0.1, 1.0) for lr in (0.01, 1.0)],
+        architecture: [dict(backbone=b, expected_top1=a) for b in architecture.BACKBONES for a in (70.0, 80.0)],
     }[module]
     scores = [module.metric(ex, dspy.Prediction(**c)).score for ex in splits["dev"] for c in candidates]
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -214,3 +216,35 @@ def test_federated_metric_is_fast_and_explains():
         times.append(time.perf_counter() - t0)
     assert statistics.median(times) < 0.3          # target 0.2 s; margin for a loaded CI machine
     assert out.score < 1.0 and "Changing one setting" in out.feedback and "learning_rate 0.01 ->" in out.feedback
+
+
+# ---------------------------------------------------------------- architecture search
+
+def test_architecture_catalogue_and_literal_agree():
+    from typing import get_args
+
+    assert get_args(architecture.Backbone) == tuple(architecture.BACKBONES)
+    assert architecture.BACKBONES["resnet50"][:3] == (80.858, 4.089, 97.790)  # torchvision ResNet50 IMAGENET1K_V2
+
+
+def test_architecture_latency_reproduces_the_published_timings():
+    server, phone = "one core of a server CPU (Intel Xeon E5-2690)", "one big core of a phone CPU (Google Pixel 1)"
+    assert architecture.latency_ms(server, "resnet152") == pytest.approx(554, rel=0.001)        # EfficientNet Table 4
+    assert architecture.latency_ms(server, "efficientnet_b1") == pytest.approx(98, rel=0.02)
+    assert architecture.latency_ms(phone, "mobilenet_v3_large") == pytest.approx(51, rel=0.001)  # MobileNetV3 Table 3
+    assert architecture.latency_ms(phone, "mobilenet_v2") == pytest.approx(64, rel=0.15)
+
+
+def test_architecture_reference_is_the_most_accurate_fit_and_budgets_bind():
+    server = "one core of a server CPU (Intel Xeon E5-2690)"
+    ref = architecture.reference(server, 100, 50)
+    fits = architecture.feasible(server, 100, 50)
+    assert ref["backbone"] in fits and all(architecture.BACKBONES[b][0] <= ref["expected_top1"] for b in fits)
+    assert "convnext_base" not in fits  # 738 ms and 338 MB
+    ex = dspy.Example(device=server, latency_budget_ms=100, memory_budget_mb=50, **ref)
+    over = architecture.metric(ex, dspy.Prediction(backbone="convnext_base", expected_top1=84.1))
+    assert over.score < 0.3 and "ms budget" in over.feedback and "MB budget" in over.feedback
+    worse = architecture.metric(ex, dspy.Prediction(backbone="mobilenet_v2", expected_top1=72.2))
+    assert 0.0 < worse.score < 0.8 and ref["backbone"] in worse.feedback
+    fraction = architecture.metric(ex, dspy.Prediction(backbone=ref["backbone"], expected_top1=ref["expected_top1"] / 100))
+    assert fraction.score == pytest.approx(1.0)  # 0.80 read as 80%
