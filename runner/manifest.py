@@ -46,7 +46,10 @@ def versions() -> dict:
 
 
 def build_manifest(program, *, program_cfg: dict, task: dict, config: dict, scores: dict, seed: int,
-                   model: str, backend: dict | None) -> dict:
+                   model: str, backend: dict | None, evaluated: dict | None = None) -> dict:
+    """`scores`: {phase}_score per evaluated phase and split (baseline, compiled, baseline_test,
+    compiled_test) and the improvements; `evaluated`: per phase, examples scored and how many of
+    them gave no parseable output ({"baseline": {"n": 16, "parse_failures": 0}, ...})."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -57,6 +60,7 @@ def build_manifest(program, *, program_cfg: dict, task: dict, config: dict, scor
         "backend": backend or {},
         "seed": seed,
         "scores": scores,
+        "evaluated": evaluated or {},
         "versions": versions(),
         "config": config,
     }

@@ -64,6 +64,11 @@ def _check_lm(lm) -> None:
                           "check the model group (model=...), that its server/api_base is reachable and its key is set") from exc
 
 
+def split_of(label: str) -> str:
+    """The split a phase label names ("baseline dev" -> "dev")."""
+    return label.rsplit(" ", 1)[-1]
+
+
 def _phase_metrics(prefix: str, usage, seconds: float) -> dict:
     return {f"{prefix}_lm_calls": usage.lm_calls, f"{prefix}_cache_hits": usage.cache_hits,
             f"{prefix}_prompt_tokens": usage.prompt_tokens, f"{prefix}_completion_tokens": usage.completion_tokens,
@@ -145,7 +150,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.lm_check:
             _check_lm(lm)
 
-        rows, metrics = [], {}
+        rows, metrics, evaluated = [], {}, {}
         eval_split = splits[cfg.eval.split]
 
         def timed_eval(label: str, prog, examples, prefix: str):
@@ -163,6 +168,7 @@ def run(cfg: DictConfig) -> float:
             m = {f"{prefix}_score": res["score"], f"{prefix}_failed": res["failed"], **_phase_metrics(prefix, used, secs)}
             tracking.log_metrics(m)
             metrics.update(m)
+            evaluated[prefix] = {"split": split_of(label), "n": res["n"], "parse_failures": res["failed"]}
             rows.append((label, res["score"], used, secs))
             return res
 
@@ -204,7 +210,8 @@ def run(cfg: DictConfig) -> float:
         program_cfg, loaded_from = _program_recipe(cfg, program)
         man = manifest.build_manifest(compiled, program_cfg=program_cfg,
                                       task={"name": cfg.task.name, "signature": cfg.task.signature},
-                                      config=resolved, scores=scores, seed=cfg.seed, model=lm.model, backend=backend)
+                                      config=resolved, scores=scores, seed=cfg.seed, model=lm.model, backend=backend,
+                                      evaluated=evaluated)
         if loaded_from:
             man["loaded_from"] = loaded_from
         saved = manifest.save(compiled, run_dir / "program", man)

@@ -2,8 +2,11 @@
 
 runner.summary prints one job's phases; this reads every job dir of a multirun (each holds
 .hydra/ and, when it finished, program/manifest.json with its scores) and writes:
-  report.md   Markdown table (compiled score, mean over jobs that share optimizer x task)
-  report.png  grouped bars (matplotlib, Agg backend: no display needed)
+  report.md   Markdown tables, means over the jobs that share optimizer x task: the dev split
+              (compiled score, change vs. the uncompiled program, the uncompiled baseline as its
+              own row), the held-out test split where jobs scored it (uncompiled -> compiled), and
+              the parse failures of every evaluation
+  report.png  grouped bars of the dev scores (matplotlib, Agg backend: no display needed)
 into the sweep dir, prints the table with rich, and logs both plus one metric per cell to a new
 MLflow run in the experiment "dspy-runner-reports". Jobs without a manifest count as failed.
 """
@@ -23,7 +26,7 @@ EXPERIMENT = "dspy-runner-reports"
 
 
 def collect(sweep_dir: Path) -> list[dict]:
-    """One row per job dir: task, optimizer, scores (None when the job did not finish)."""
+    """One row per job dir: task, optimizer, scores and parse failures (None when it did not finish)."""
     from omegaconf import OmegaConf
 
     jobs = []
@@ -38,32 +41,44 @@ def collect(sweep_dir: Path) -> list[dict]:
         man = json.loads(man_file.read_text(encoding="utf-8")) if man_file.is_file() else {}
         cfg = OmegaConf.load(hydra_dir / "config.yaml")
         scores = man.get("scores") or {}
+        evaluated = man.get("evaluated") or {}
         jobs.append({"dir": str(job.relative_to(sweep_dir)),
                      "task": (man.get("task") or {}).get("name") or cfg.get("task", {}).get("name") or choices.get("task"),
                      "optimizer": cfg.get("optimizer", {}).get("name") or choices.get("optimizer"),
+                     "selects_on_dev": bool(cfg.get("optimizer", {}).get("valset", False)),
                      "compiled": scores.get("compiled_score"), "baseline": scores.get("baseline_score"),
+                     "compiled_test": scores.get("compiled_test_score"), "baseline_test": scores.get("baseline_test_score"),
+                     "parse_failures": sum(int(e.get("parse_failures") or 0) for e in evaluated.values()),
+                     "evaluated": sum(int(e.get("n") or 0) for e in evaluated.values()),
                      "ok": bool(man)})
     if not jobs:
         raise RunnerError(f"no job dirs (with .hydra/) under {sweep_dir}", "pass a dir from outputs/multirun/<date>/<time>")
     return jobs
 
 
+SCORES = ("compiled", "baseline", "compiled_test", "baseline_test")
+
+
 def aggregate(jobs: list[dict]) -> dict[tuple[str, str], dict]:
-    """(optimizer, task) -> mean compiled/baseline score, jobs, failed jobs."""
-    cells: dict[tuple[str, str], dict] = defaultdict(lambda: {"compiled": [], "baseline": [], "failed": 0})
+    """(optimizer, task) -> mean of each score, jobs, failed jobs, parse failures / evaluated examples."""
+    cells: dict[tuple[str, str], dict] = defaultdict(
+        lambda: {**{k: [] for k in SCORES}, "failed": 0, "parse_failures": 0, "evaluated": 0, "selects_on_dev": False})
     for job in jobs:
         cell = cells[(str(job["optimizer"]), str(job["task"]))]
         if not job["ok"] or job["compiled"] is None:
             cell["failed"] += 1
             continue
-        cell["compiled"].append(job["compiled"])
-        if job["baseline"] is not None:
-            cell["baseline"].append(job["baseline"])
+        for k in SCORES:
+            if job[k] is not None:
+                cell[k].append(job[k])
+        cell["parse_failures"] += job["parse_failures"]
+        cell["evaluated"] += job["evaluated"]
+        cell["selects_on_dev"] |= job["selects_on_dev"]
     out = {}
     for key, c in cells.items():
-        out[key] = {"compiled": statistics.fmean(c["compiled"]) if c["compiled"] else None,
-                    "baseline": statistics.fmean(c["baseline"]) if c["baseline"] else None,
-                    "n": len(c["compiled"]), "failed": c["failed"]}
+        out[key] = {**{k: statistics.fmean(c[k]) if c[k] else None for k in SCORES},
+                    "n": len(c["compiled"]), "failed": c["failed"], "parse_failures": c["parse_failures"],
+                    "evaluated": c["evaluated"], "selects_on_dev": c["selects_on_dev"]}
     return out
 
 
@@ -84,14 +99,53 @@ def _fmt(cell: dict | None) -> str:
     return text + (f" [{', '.join(extra)}]" if extra else "")
 
 
+def _fmt_test(cell: dict | None) -> str:
+    if not cell or cell.get("compiled_test") is None:
+        return "—"
+    text = f"{cell['compiled_test']:.3f}"
+    if cell.get("baseline_test") is not None:
+        text = f"{cell['baseline_test']:.3f} → {text} ({cell['compiled_test'] - cell['baseline_test']:+.3f})"
+    return text
+
+
+def _baselines(cells, tasks: list[str]) -> list[str]:
+    out = []
+    for t in tasks:
+        values = [c["baseline"] for (_, task), c in cells.items() if task == t and c["baseline"] is not None]
+        out.append(f"{statistics.fmean(values):.3f}" if values else "—")
+    return out
+
+
 def markdown(cells, sweep_dir: Path, n_jobs: int) -> str:
     optimizers, tasks = _axes(cells)
+    on_dev = sorted(o for o in optimizers if any(c["selects_on_dev"] for (opt, _), c in cells.items() if opt == o))
+    failed_jobs = sum(c["failed"] for c in cells.values())
     lines = [f"## Sweep report: {sweep_dir.name}", "",
-             f"{n_jobs} jobs under `{sweep_dir}`. Cells: compiled score on the eval split "
-             "(change vs. the uncompiled baseline), mean over jobs.", "",
-             "| optimizer | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+             f"{n_jobs} jobs under `{sweep_dir}`" + (f", {failed_jobs} failed" if failed_jobs else "") +
+             ". Scores are the task metric's mean in [0, 1], averaged over the jobs of a cell.", "",
+             "### dev split: compiled score (change vs. the uncompiled program)", ""]
+    if on_dev:
+        lines += [f"{', '.join(on_dev)} pick their candidates on this split (marked *), so their dev scores are "
+                  "optimistic; the held-out test table below is the fair comparison.", ""]
+    lines += ["| optimizer | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks),
+              "| *uncompiled baseline* | " + " | ".join(_baselines(cells, tasks)) + " |"]
     for o in optimizers:
-        lines.append(f"| {o} | " + " | ".join(_fmt(cells.get((o, t))) for t in tasks) + " |")
+        lines.append(f"| {o}{'*' if o in on_dev else ''} | " + " | ".join(_fmt(cells.get((o, t))) for t in tasks) + " |")
+    tested = [o for o in optimizers if any((cells.get((o, t)) or {}).get("compiled_test") is not None for t in tasks)]
+    if tested:
+        lines += ["", "### held-out test split: uncompiled → compiled (change)", "",
+                  "| optimizer | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        for o in tested:
+            lines.append(f"| {o} | " + " | ".join(_fmt_test(cells.get((o, t))) for t in tasks) + " |")
+    evaluated = sum(c["evaluated"] for c in cells.values())
+    failures = sum(c["parse_failures"] for c in cells.values())
+    lines += ["", "### parse failures", "",
+              f"{failures} of {evaluated} evaluated examples (every evaluation of every job: baseline and compiled, "
+              "dev and test) gave no parseable output."]
+    worst = sorted(((c["parse_failures"], o, t) for (o, t), c in cells.items() if c["parse_failures"]), reverse=True)
+    if worst:
+        lines += ["", "| optimizer | task | parse failures |", "|---|---|---:|"]
+        lines += [f"| {o} | {t} | {n} |" for n, o, t in worst]
     return "\n".join(lines) + "\n"
 
 
@@ -146,8 +200,9 @@ def log_to_mlflow(cells, sweep_dir: Path, files: list[Path], tracking_uri: str |
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=f"report-{sweep_dir.parent.name}-{sweep_dir.name}") as run:
         mlflow.log_params({"sweep_dir": str(sweep_dir.resolve()), "n_jobs": n_jobs})
-        mlflow.log_metrics({f"compiled_score.{t}.{o}": c["compiled"] for (o, t), c in cells.items()
-                            if c["compiled"] is not None})
+        mlflow.log_metrics({f"{k}_score.{t}.{o}": c[k] for (o, t), c in cells.items() for k in SCORES
+                            if c[k] is not None})
+        mlflow.log_metric("parse_failures", sum(c["parse_failures"] for c in cells.values()))
         for f in files:
             mlflow.log_artifact(str(f))
         return run.info.run_id

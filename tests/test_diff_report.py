@@ -12,11 +12,13 @@ import yaml
 from conftest import ROOT
 
 
-def _job(dir_, task, optimizer, compiled, baseline, k=4, finished=True):
-    """A job dir: .hydra/{config,hydra}.yaml and (if finished) program/manifest.json."""
+def _job(dir_, task, optimizer, compiled, baseline, k=4, finished=True, test=None, parse_failures=0):
+    """A job dir: .hydra/{config,hydra}.yaml and (if finished) program/manifest.json; `test` =
+    (baseline, compiled) on the held-out split for an optimizer that selected on dev."""
     (dir_ / ".hydra").mkdir(parents=True)
     config = {"seed": 0, "task": {"name": task, "signature": "question -> answer"},
-              "optimizer": {"name": optimizer, "init": {"_target_": f"dspy.{optimizer}", "k": k}},
+              "optimizer": {"name": optimizer, "valset": test is not None,
+                            "init": {"_target_": f"dspy.{optimizer}", "k": k}},
               "paths": {"root": "${hydra:runtime.cwd}"}}
     (dir_ / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (dir_ / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
@@ -24,9 +26,16 @@ def _job(dir_, task, optimizer, compiled, baseline, k=4, finished=True):
     if finished:
         (dir_ / "program").mkdir()
         resolved = {**config, "paths": {"root": "/somewhere"}}
+        scores = {"baseline_score": baseline, "compiled_score": compiled, "improvement": compiled - baseline}
+        evaluated = {"baseline": {"split": "dev", "n": 4, "parse_failures": parse_failures},
+                     "compiled": {"split": "dev", "n": 4, "parse_failures": 0}}
+        if test is not None:
+            scores.update(baseline_test_score=test[0], compiled_test_score=test[1])
+            evaluated.update(baseline_test={"split": "test", "n": 8, "parse_failures": 0},
+                             compiled_test={"split": "test", "n": 8, "parse_failures": 0})
         (dir_ / "program" / "manifest.json").write_text(json.dumps(
-            {"schema_version": 1, "config": resolved, "task": {"name": task},
-             "scores": {"baseline_score": baseline, "compiled_score": compiled, "improvement": compiled - baseline}}))
+            {"schema_version": 1, "config": resolved, "task": {"name": task}, "scores": scores,
+             "evaluated": evaluated}))
     return dir_
 
 
@@ -80,6 +89,7 @@ def test_report_table_plot_and_mlflow(tmp_path):
     _job(sweep / "1_gsm8k_a", "gsm8k", "a", 0.75, 0.25)  # same cell, another seed
     _job(sweep / "2_qa_a", "qa", "a", 0.125, 0.125)
     _job(sweep / "3_gsm8k_b", "gsm8k", "b", 0.0, 0.0, finished=False)
+    _job(sweep / "4_gsm8k_gepa", "gsm8k", "gepa", 0.5, 0.25, test=(0.3, 0.4), parse_failures=1)
     uri = f"sqlite:///{tmp_path}/m.db"
     res = subprocess.run([sys.executable, "-m", "runner.report", str(sweep), "--tracking-uri", uri], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
@@ -88,11 +98,17 @@ def test_report_table_plot_and_mlflow(tmp_path):
     assert "| optimizer | gsm8k | qa |" in md
     assert "| a | 0.625 (+0.375) [n=2] | 0.125 (+0.000) |" in md
     assert "| b | failed (1) | — |" in md
+    assert "| *uncompiled baseline* | 0.250 | 0.125 |" in md
+    assert "| gepa* | 0.500 (+0.250) | — |" in md and "gepa pick their candidates on this split" in md
+    assert "| gepa | 0.300 → 0.400 (+0.100) | — |" in md  # the held-out test table
+    assert "1 of 48 evaluated examples" in md and "| gepa | gsm8k | 1 |" in md
     png = (sweep / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["dspy-runner-reports"])
     assert len(runs) == 1
     assert runs["metrics.compiled_score.gsm8k.a"][0] == pytest.approx(0.625)
+    assert runs["metrics.compiled_test_score.gsm8k.gepa"][0] == pytest.approx(0.4)
+    assert runs["metrics.parse_failures"][0] == 1
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
     assert arts == {"report.md", "report.png"}
