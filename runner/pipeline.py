@@ -72,7 +72,7 @@ def split_of(label: str) -> str:
 def _phase_metrics(prefix: str, usage, seconds: float) -> dict:
     return {f"{prefix}_lm_calls": usage.lm_calls, f"{prefix}_cache_hits": usage.cache_hits,
             f"{prefix}_prompt_tokens": usage.prompt_tokens, f"{prefix}_completion_tokens": usage.completion_tokens,
-            f"{prefix}_lm_errors": usage.lm_errors, f"{prefix}_wall_s": seconds}
+            f"{prefix}_lm_errors": usage.lm_errors, f"{prefix}_truncated": usage.truncated, f"{prefix}_wall_s": seconds}
 
 
 def _backend_metrics(total) -> dict:
@@ -168,7 +168,11 @@ def run(cfg: DictConfig) -> float:
             m = {f"{prefix}_score": res["score"], f"{prefix}_failed": res["failed"], **_phase_metrics(prefix, used, secs)}
             tracking.log_metrics(m)
             metrics.update(m)
-            evaluated[prefix] = {"split": split_of(label), "n": res["n"], "parse_failures": res["failed"]}
+            evaluated[prefix] = {"split": split_of(label), "n": res["n"], "parse_failures": res["failed"],
+                                 "truncated": used.truncated}
+            if used.truncated:
+                log.warning("%s: %d replies were cut at max_tokens (model.max_tokens=%s)", label, used.truncated,
+                            cfg.model.get("max_tokens"))
             rows.append((label, res["score"], used, secs))
             return res
 
@@ -183,7 +187,11 @@ def run(cfg: DictConfig) -> float:
         if cfg.optimizer.valset:  # the optimizer selects its candidates on the dev split
             compile_kwargs["valset"] = splits["dev"]
         with phase(f"compile ({cfg.optimizer.name})", meter):
-            compiled = optimizer.compile(program.deepcopy(), trainset=splits["train"], **compile_kwargs)
+            try:
+                compiled = optimizer.compile(program.deepcopy(), trainset=splits["train"], **compile_kwargs)
+            except AssertionError as exc:  # DSPy optimizers check their arguments with assert
+                raise RunnerError(f"optimizer {cfg.optimizer.name} refused its configuration: {exc}",
+                                  "adjust optimizer.init / optimizer.compile or the task.splits sizes") from exc
         used, secs = meter.snapshot() - before, time.perf_counter() - t0
         m = _phase_metrics("compile", used, secs)
         tracking.log_metrics(m)

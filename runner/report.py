@@ -49,6 +49,7 @@ def collect(sweep_dir: Path) -> list[dict]:
                      "compiled": scores.get("compiled_score"), "baseline": scores.get("baseline_score"),
                      "compiled_test": scores.get("compiled_test_score"), "baseline_test": scores.get("baseline_test_score"),
                      "parse_failures": sum(int(e.get("parse_failures") or 0) for e in evaluated.values()),
+                     "truncated": sum(int(e.get("truncated") or 0) for e in evaluated.values()),
                      "evaluated": sum(int(e.get("n") or 0) for e in evaluated.values()),
                      "ok": bool(man)})
     if not jobs:
@@ -62,7 +63,8 @@ SCORES = ("compiled", "baseline", "compiled_test", "baseline_test")
 def aggregate(jobs: list[dict]) -> dict[tuple[str, str], dict]:
     """(optimizer, task) -> mean of each score, jobs, failed jobs, parse failures / evaluated examples."""
     cells: dict[tuple[str, str], dict] = defaultdict(
-        lambda: {**{k: [] for k in SCORES}, "failed": 0, "parse_failures": 0, "evaluated": 0, "selects_on_dev": False})
+        lambda: {**{k: [] for k in SCORES}, "failed": 0, "parse_failures": 0, "truncated": 0, "evaluated": 0,
+                 "selects_on_dev": False})
     for job in jobs:
         cell = cells[(str(job["optimizer"]), str(job["task"]))]
         if not job["ok"] or job["compiled"] is None:
@@ -72,13 +74,14 @@ def aggregate(jobs: list[dict]) -> dict[tuple[str, str], dict]:
             if job[k] is not None:
                 cell[k].append(job[k])
         cell["parse_failures"] += job["parse_failures"]
+        cell["truncated"] += job["truncated"]
         cell["evaluated"] += job["evaluated"]
         cell["selects_on_dev"] |= job["selects_on_dev"]
     out = {}
     for key, c in cells.items():
         out[key] = {**{k: statistics.fmean(c[k]) if c[k] else None for k in SCORES},
                     "n": len(c["compiled"]), "failed": c["failed"], "parse_failures": c["parse_failures"],
-                    "evaluated": c["evaluated"], "selects_on_dev": c["selects_on_dev"]}
+                    "truncated": c["truncated"], "evaluated": c["evaluated"], "selects_on_dev": c["selects_on_dev"]}
     return out
 
 
@@ -139,13 +142,15 @@ def markdown(cells, sweep_dir: Path, n_jobs: int) -> str:
             lines.append(f"| {o} | " + " | ".join(_fmt_test(cells.get((o, t))) for t in tasks) + " |")
     evaluated = sum(c["evaluated"] for c in cells.values())
     failures = sum(c["parse_failures"] for c in cells.values())
+    truncated = sum(c["truncated"] for c in cells.values())
     lines += ["", "### parse failures", "",
               f"{failures} of {evaluated} evaluated examples (every evaluation of every job: baseline and compiled, "
-              "dev and test) gave no parseable output."]
-    worst = sorted(((c["parse_failures"], o, t) for (o, t), c in cells.items() if c["parse_failures"]), reverse=True)
+              f"dev and test) gave no parseable output; {truncated} replies in those evaluations were cut at max_tokens."]
+    worst = sorted(((c["parse_failures"], c["truncated"], o, t) for (o, t), c in cells.items()
+                    if c["parse_failures"] or c["truncated"]), reverse=True)
     if worst:
-        lines += ["", "| optimizer | task | parse failures |", "|---|---|---:|"]
-        lines += [f"| {o} | {t} | {n} |" for n, o, t in worst]
+        lines += ["", "| optimizer | task | parse failures | cut at max_tokens |", "|---|---|---:|---:|"]
+        lines += [f"| {o} | {t} | {n} | {k} |" for n, k, o, t in worst]
     return "\n".join(lines) + "\n"
 
 

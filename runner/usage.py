@@ -20,6 +20,7 @@ class Usage:
     lm_calls: int = 0
     cache_hits: int = 0
     lm_errors: int = 0
+    truncated: int = 0  # replies cut at max_tokens
     prompt_tokens: int = 0
     completion_tokens: int = 0
     lm_seconds: float = 0.0
@@ -33,6 +34,28 @@ class Usage:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def is_cache_hit(entry: dict) -> bool:
+    """Whether a DSPy history entry was served from DSPy's cache. Through LiteLLM the response
+    carries `cache_hit`; through an engine (DSPy 3.4), the entry of a cached call reports no usage
+    of its own while the response loaded from the cache keeps the usage recorded when it was made."""
+    response = entry.get("response")
+    if getattr(response, "cache_hit", False):
+        return True
+    recorded = getattr(response, "usage", None)
+    return not entry.get("usage") and bool(getattr(recorded, "input_tokens", None) or getattr(recorded, "output_tokens", None))
+
+
+def finish_reason(entry: dict) -> str | None:
+    """Why generation ended, from a history entry (an engine's Response or LiteLLM's ModelResponse)."""
+    response = entry.get("response")
+    if hasattr(response, "finish_reason"):
+        return response.finish_reason
+    try:
+        return response.choices[0].finish_reason
+    except (AttributeError, IndexError, TypeError):
+        return None
 
 
 class UsageMeter(BaseCallback):
@@ -64,9 +87,11 @@ class UsageMeter(BaseCallback):
                 t.lm_errors += 1
                 self.last_error = exception
             for entry in self._new_entries(lm):
-                if getattr(entry.get("response"), "cache_hit", False):
+                if is_cache_hit(entry):
                     t.cache_hits += 1
                     continue
+                if finish_reason(entry) == "length":
+                    t.truncated += 1
                 usage = entry.get("usage") or {}
                 t.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 t.completion_tokens += int(usage.get("completion_tokens") or 0)

@@ -101,7 +101,7 @@ def test_report_table_plot_and_mlflow(tmp_path):
     assert "| *uncompiled baseline* | 0.250 | 0.125 |" in md
     assert "| gepa* | 0.500 (+0.250) | — |" in md and "gepa pick their candidates on this split" in md
     assert "| gepa | 0.300 → 0.400 (+0.100) | — |" in md  # the held-out test table
-    assert "1 of 48 evaluated examples" in md and "| gepa | gsm8k | 1 |" in md
+    assert "1 of 48 evaluated examples" in md and "| gepa | gsm8k | 1 | 0 |" in md
     png = (sweep / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     mlflow.set_tracking_uri(uri)

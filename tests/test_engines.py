@@ -480,3 +480,27 @@ def test_torch_generates_streams_reuses_the_prefix_and_enforces_schemas():
     assert text.startswith(cut) and " of" not in cut
     with dspy.context(lm=lm.copy(max_tokens=120), adapter=StructuredAdapter()):
         _check_review(dspy.Predict(Review)(review=REVIEW))
+
+
+def test_the_usage_meter_counts_cache_hits_of_an_engine_lm(tmp_path):
+    from runner.usage import UsageMeter
+
+    previous = dspy.cache
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(tmp_path))
+    try:
+        model = _RecordingModel('{"answer": "4"}')
+        engine = LocalEngine("llamacpp", "recording")
+        engine._model = model
+        lm = local_lm("llamacpp/recording", engine, cache=True)
+        meter = UsageMeter()
+        with dspy.context(lm=lm, callbacks=[meter]):
+            lm("What is 2 + 2?")
+            lm("What is 2 + 2?")
+        used = meter.snapshot()
+        assert (used.lm_calls, used.cache_hits, len(model.calls), used.truncated) == (2, 1, 1, 0)
+        with dspy.context(lm=lm, callbacks=[meter]):
+            lm("What is 3 + 3?", max_tokens=3)  # cut at max_tokens
+        assert meter.snapshot().truncated == 1
+        assert used.completion_tokens == len('{"answer": "4"}')  # one piece per character; the hit adds none
+    finally:
+        dspy.cache = previous

@@ -118,3 +118,14 @@ def test_interrupt_marks_run_killed_and_keeps_metrics(tmp_path, sig):
     assert "baseline_score" in runs[0].data.metrics
     assert "compiled_score" not in runs[0].data.metrics  # interrupted inside the compiled evaluation
     assert "interrupted" in out
+
+
+def test_an_optimizer_refusing_its_configuration_is_one_line(tmp_path):
+    proc = run_runner([SEARCHPATH, "model=scripted", "optimizer=simba", "task=gsm8k", "task.splits.n_train=4",
+                       "task.splits.n_dev=2"], tmp_path)
+    assert proc.returncode == 1
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "simba refused its configuration" in err[0] and "4 < 8" in err[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    _, runs = _runs(tmp_path)
+    assert runs[0].info.status == "FAILED" and "baseline_score" in runs[0].data.metrics  # what was measured stays
