@@ -8,7 +8,6 @@ FAILED/KILLED with the Hydra files attached, so nothing already measured is lost
 from __future__ import annotations
 
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -26,13 +25,6 @@ from runner.summary import instructions, instructions_table, render_instructions
 from runner.usage import UsageMeter
 
 log = logging.getLogger(__name__)
-
-
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
 
 
 def _configure_cache(cfg: DictConfig) -> None:
@@ -111,7 +103,6 @@ def run(cfg: DictConfig) -> float:
     """Run one experiment; returns the compiled program's score on `eval.split` (for sweepers)."""
     import dspy
 
-    _seed_everything(cfg.seed)
     quiet_libraries()
     _configure_cache(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -129,3 +129,26 @@ def test_an_optimizer_refusing_its_configuration_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     _, runs = _runs(tmp_path)
     assert runs[0].info.status == "FAILED" and "baseline_score" in runs[0].data.metrics  # what was measured stays
+
+
+def test_identical_runs_keep_their_own_traces(tmp_path):
+    """The seed goes to the splits and optimizers explicitly; nothing seeds Python's global random,
+    from which OpenTelemetry draws trace ids (identical runs used to overwrite each other's traces)."""
+    import mlflow
+
+    args = [SEARCHPATH, "model=scripted", "optimizer=none", "task=gsm8k", "task.splits.n_dev=3", "seed=0"]
+
+    def traces_of(run_id):
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+        found = mlflow.search_traces(locations=[exp_id], return_type="list", max_results=500)
+        return [t for t in found if t.info.request_metadata.get("mlflow.sourceRun") == run_id]
+
+    assert run_runner(args, tmp_path).returncode == 0
+    client, runs = _runs(tmp_path)
+    exp_id, first = runs[0].info.experiment_id, runs[0].info.run_id
+    before = len(traces_of(first))
+    assert before >= 6  # 3 baseline + 3 compiled examples
+    assert run_runner(args, tmp_path).returncode == 0
+    _, runs = _runs(tmp_path)
+    second = next(r.info.run_id for r in runs if r.info.run_id != first)
+    assert len(traces_of(first)) == before and len(traces_of(second)) == before
