@@ -22,6 +22,7 @@ from runner.lm.backends.base import GenParams  # noqa: E402
 from runner.lm.build import backend_available  # noqa: E402
 from runner.lm.constrain import schema_of  # noqa: E402
 from runner.lm.engine import LocalEngine, StopFilter, local_lm, params_of  # noqa: E402
+from tests_support import recording_lm  # noqa: E402
 
 needs_llamacpp = pytest.mark.skipif(not backend_available("llamacpp"), reason="llama-cpp-python missing")
 needs_mlx = pytest.mark.skipif(not backend_available("mlx"), reason="mlx-lm missing")
@@ -176,40 +177,9 @@ def test_an_engine_saves_its_spec_and_pickles_without_weights():
     assert isinstance(loaded.engine, LocalEngine) and loaded.engine.options == {"n_ctx": 1024}
 
 
-class _RecordingModel:
-    """A loaded-model stand-in that records what the engine asked for and answers in JSON."""
-
-    n_ctx = None
-
-    def __init__(self, reply: str):
-        import threading
-
-        self.lock, self.reply, self.calls = threading.Lock(), reply, []
-
-    def render(self, messages):
-        return json.dumps(messages)
-
-    def count_tokens(self, prompt):
-        return len(prompt.split())
-
-    def stream(self, prompt, params):
-        self.calls.append(params)
-        yield from self.reply
-
-    def reset(self):
-        pass
-
-
-def _recording_lm(reply: str):
-    model = _RecordingModel(reply)
-    engine = LocalEngine("llamacpp", "recording")
-    engine._model = model
-    return local_lm("llamacpp/recording", engine, cache=False), model
-
-
 @pytest.mark.parametrize("adapter", [dspy.JSONAdapter, StructuredAdapter])
 def test_json_adapters_send_the_signature_schema_to_a_local_engine(adapter):
-    lm, model = _recording_lm('{"sentiment": "positive", "stars": 5, "confidence": 0.9, "recommended": true, '
+    lm, model = recording_lm('{"sentiment": "positive", "stars": 5, "confidence": 0.9, "recommended": true, '
                               '"keywords": ["moving"]}')
     with dspy.context(lm=lm, adapter=adapter()):
         pred = dspy.Predict(Review)(review=REVIEW)
@@ -488,10 +458,7 @@ def test_the_usage_meter_counts_cache_hits_of_an_engine_lm(tmp_path):
     previous = dspy.cache
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(tmp_path))
     try:
-        model = _RecordingModel('{"answer": "4"}')
-        engine = LocalEngine("llamacpp", "recording")
-        engine._model = model
-        lm = local_lm("llamacpp/recording", engine, cache=True)
+        lm, model = recording_lm('{"answer": "4"}', cache=True)
         meter = UsageMeter()
         with dspy.context(lm=lm, callbacks=[meter]):
             lm("What is 2 + 2?")

@@ -74,6 +74,7 @@ def build_lm(
     api_key: str | None = None,
     num_retries: int | None = None,
     selection: dict | None = None,
+    response_schema: bool = False,
     **kwargs: Any,
 ):
     """A `dspy.LM` for `model`.
@@ -81,7 +82,8 @@ def build_lm(
     `llamacpp/<embedded|file.gguf>`, `mlx/<embedded|mlx-lm folder>`, `torch/<embedded|HF folder|file.gguf>`
     run in process on a LocalEngine; `backend` holds their load options (n_ctx, n_threads, n_batch /
     cache_dir / device, dtype) and `selection` why `model=auto` chose it. Anything else is handed
-    to DSPy/LiteLLM as is (openai/..., ollama_chat/...).
+    to DSPy/LiteLLM as is (openai/..., ollama_chat/...); `response_schema=True` declares that the
+    endpoint enforces a JSON schema sent as `response_format` (conf/model/server.yaml).
     """
     import dspy
 
@@ -95,11 +97,19 @@ def build_lm(
         engine = LocalEngine(prefix, name, _plain(backend), selection=selection)
         return local_lm(model, engine, temperature=temperature, max_tokens=max_tokens, cache=cache,
                         num_retries=num_retries or 0, **kwargs)
+    extra = {k: v for k, v in {"api_base": api_base, "api_key": api_key}.items() if v}
     if api_base:
         check_endpoint(api_base)
-    extra = {k: v for k, v in {"api_base": api_base, "api_key": api_key}.items() if v}
-    return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, cache=cache,
-                   num_retries=3 if num_retries is None else num_retries, **extra, **kwargs)
+        # An OpenAI-compatible server (vLLM, llama.cpp, Ollama, ...): DSPy's LiteLLM engine sends
+        # `max_tokens`, which these servers read; DSPy's native engine sends OpenAI's newer
+        # `max_completion_tokens`, which llama-cpp-python's server ignores (it then generates unbounded).
+        kwargs.setdefault("engine", "litellm")
+    if response_schema:
+        from runner.lm.remote import SchemaEnforcingLM as cls
+    else:
+        cls = dspy.LM
+    return cls(model, temperature=temperature, max_tokens=max_tokens, cache=cache,
+               num_retries=3 if num_retries is None else num_retries, **extra, **kwargs)
 
 
 def choose_backend(hw: dict) -> tuple[str, str]:
