@@ -30,9 +30,45 @@ log = logging.getLogger(__name__)
 def _configure_cache(cfg: DictConfig) -> None:
     import dspy
 
-    Path(cfg.cache.dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(cfg.cache.dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunnerError(f"cannot create the DSPy cache dir {cfg.cache.dir}: {exc}",
+                          "set cache.dir (or DSPY_RUNNER_CACHE) to a writable directory, or cache.enabled=false") from exc
     dspy.configure_cache(enable_disk_cache=cfg.cache.enabled, enable_memory_cache=cfg.cache.enabled,
                          disk_cache_dir=str(cfg.cache.dir))
+
+
+# Numbers a job checks before it starts, when the key is set: (config key, smallest allowed value).
+MINIMUMS = (
+    ("model.max_tokens", 1), ("reflection_model.max_tokens", 1), ("model.temperature", 0), ("model.num_retries", 0),
+    ("eval.num_threads", 1), ("eval.max_errors", 0),
+    ("task.splits.n_train", 1), ("task.splits.n_dev", 1), ("task.splits.n_test", 0),
+    ("optimizer.init.max_metric_calls", 1), ("optimizer.init.max_full_evals", 1), ("optimizer.init.num_threads", 1),
+    ("optimizer.init.reflection_minibatch_size", 1), ("optimizer.init.num_candidates", 1),
+    ("optimizer.compile.num_trials", 1), ("optimizer.init.max_bootstrapped_demos", 0),
+    ("optimizer.init.max_labeled_demos", 0), ("optimizer.init.max_rounds", 1), ("optimizer.init.k", 0),
+    ("optimizer.init.num_candidate_programs", 1), ("optimizer.init.breadth", 2), ("optimizer.init.depth", 1),
+    ("optimizer.init.bsize", 1), ("optimizer.init.max_steps", 1), ("optimizer.init.max_demos", 0),
+)
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """One RunnerError listing every number in the config below its minimum (or not a number)."""
+    from omegaconf import OmegaConf
+
+    problems = []
+    for key, smallest in MINIMUMS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}={value!r} is not a number")
+        elif value < smallest:
+            problems.append(f"{key}={value} (at least {smallest})")
+    if problems:
+        raise RunnerError("invalid numbers in the config: " + "; ".join(problems),
+                          "fix them on the command line or in the YAML (python -m runner --cfg job shows the values)")
 
 
 def _load_splits(cfg: DictConfig) -> dict:
@@ -104,6 +140,7 @@ def run(cfg: DictConfig) -> float:
     import dspy
 
     quiet_libraries()
+    check_numbers(cfg)
     _configure_cache(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.errors import RunnerError
 from runner.redaction import Scrubber, is_secret_name
 
 log = logging.getLogger(__name__)
@@ -65,20 +66,30 @@ def _store_lock(db: Path | None):
 def start(tracking_cfg, run_name: str, tags: dict):
     """Point MLflow at the store, pick the experiment, start the run and turn on DSPy autolog."""
     import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from runner.endpoints import check_endpoint
 
     uri = tracking_cfg.tracking_uri
+    hint = "start it (mlflow server ...) or point tracking.tracking_uri / MLFLOW_TRACKING_URI at a reachable store"
+    check_endpoint(uri, "the MLflow tracking server", hint)
     db = _sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    with _store_lock(db):
-        mlflow.set_tracking_uri(uri)
-        name = tracking_cfg.experiment_name
-        if mlflow.get_experiment_by_name(name) is None:
-            location = tracking_cfg.artifact_location
-            artifact_uri = Path(location).resolve().as_uri() if location and "://" not in location else location
-            mlflow.create_experiment(name, artifact_location=artifact_uri)
-        mlflow.set_experiment(name)
-    run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    try:
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        with _store_lock(db):
+            mlflow.set_tracking_uri(uri)
+            name = tracking_cfg.experiment_name
+            if mlflow.get_experiment_by_name(name) is None:
+                location = tracking_cfg.artifact_location
+                artifact_uri = Path(location).resolve().as_uri() if location and "://" not in location else location
+                mlflow.create_experiment(name, artifact_location=artifact_uri)
+            mlflow.set_experiment(name)
+        run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    except (OSError, MlflowException) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise RunnerError(f"cannot open the MLflow store {uri}: {first}",
+                          "check that its directory is writable, or set tracking.tracking_uri / MLFLOW_TRACKING_URI") from exc
     if tracking_cfg.autolog:
         import mlflow.dspy
 

@@ -37,7 +37,7 @@ def test_adapters_instantiate(compose, option):
     assert isinstance(instantiate(compose([f"adapter={option}"]).adapter), dspy.Adapter)
 
 
-@pytest.mark.parametrize("option", [o for o in _options("model") if o != "litellm"])
+@pytest.mark.parametrize("option", [o for o in _options("model") if o not in ("litellm", "server")])
 def test_local_model_options_target_local_providers(compose, option):
     cfg = compose([f"model={option}"])
     target = cfg.model._target_
@@ -64,3 +64,12 @@ def test_cfg_job_does_not_import_heavy_libraries():
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("optimizer", ["none", "labeled_fewshot", "bootstrap_fewshot", "bootstrap_random_search",
+                                       "mipro_v2", "gepa", "copro", "simba", "knn_fewshot"])
+def test_shipped_configs_pass_the_number_checks(compose, optimizer):
+    from runner.pipeline import check_numbers
+
+    for task in ("lora", "architecture", "sentiment", "gsm8k"):
+        check_numbers(compose([f"optimizer={optimizer}", f"task={task}"]))

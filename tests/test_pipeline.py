@@ -152,3 +152,33 @@ def test_identical_runs_keep_their_own_traces(tmp_path):
     _, runs = _runs(tmp_path)
     second = next(r.info.run_id for r in runs if r.info.run_id != first)
     assert len(traces_of(first)) == before and len(traces_of(second)) == before
+
+
+@pytest.mark.parametrize("override, named", [("+model.max_tokens=-5", "model.max_tokens=-5"),
+                                             ("eval.num_threads=0", "eval.num_threads=0"),
+                                             ("eval.num_threads=-3", "eval.num_threads=-3"),
+                                             ("task.splits.n_dev=0", "task.splits.n_dev=0"),
+                                             ("optimizer.init.max_bootstrapped_demos=abc", "is not a number")])
+def test_invalid_numbers_fail_before_the_run_starts(tmp_path, override, named):
+    proc = run_runner([SEARCHPATH, "model=scripted", "task=gsm8k", override], tmp_path)
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(err) == 1 and named in err[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert _runs(tmp_path)[1] == []  # nothing was started
+
+
+def test_unreachable_tracking_server_is_one_line_in_seconds(tmp_path):
+    t0 = time.monotonic()
+    proc = run_runner([SEARCHPATH, "model=scripted", "task=gsm8k", "tracking.tracking_uri=http://127.0.0.1:9"], tmp_path)
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(err) == 1 and "MLflow tracking server http://127.0.0.1:9" in err[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize("override, named", [("cache.dir=/dev/null/cache", "DSPy cache dir"),
+                                             ("tracking.tracking_uri=sqlite:////dev/null/x/mlflow.db", "MLflow store")])
+def test_unwritable_dirs_are_one_line(tmp_path, override, named):
+    proc = run_runner([SEARCHPATH, "model=scripted", "task=gsm8k", override], tmp_path)
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(err) == 1 and named in err[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

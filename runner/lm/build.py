@@ -8,10 +8,8 @@ backend; the engine records the choice and why (`lm.engine.selection`), so the r
 from __future__ import annotations
 
 import importlib.util
-import socket
 import sys
 from typing import Any
-from urllib.parse import urlparse
 
 from runner.errors import RunnerError
 
@@ -51,17 +49,10 @@ def require_backend(backend: str) -> None:
 
 def check_endpoint(api_base: str, timeout: float = 2.0) -> None:
     """Fail fast with a hint when an OpenAI-compatible server is not listening."""
-    url = urlparse(api_base)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        return
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise RunnerError(
-            f"cannot reach the LM endpoint {api_base} ({exc})",
-            "start the server (vLLM, llama-server, LM Studio, ollama) or fix model.api_base",
-        ) from exc
+    from runner.endpoints import check_endpoint as check
+
+    check(api_base, "the LM endpoint",
+          "start the server (vLLM, llama-server, LM Studio, ollama) or fix model.api_base", timeout)
 
 
 def build_lm(
