@@ -253,7 +253,8 @@ def run(cfg: DictConfig) -> float:
         saved = manifest.save(compiled, run_dir / "program", man)
         tracking.log_dir(saved, manifest.STATE_ARTIFACT)
         if cfg.tracking.log_model:
-            info = tracking.log_program(compiled, lm, cfg.tracking.registered_model_name if cfg.register else None,
+            info = tracking.log_program(compiled, lm, f"{cfg.task.name}-{cfg.optimizer.name}", splits["dev"][0],
+                                        cfg.tracking.registered_model_name if cfg.register else None,
                                         cfg.tracking.alias)
             log.info("logged model %s", info)
         caption = (f"{cfg.optimizer.name} picked its candidate on the {cfg.eval.split} split: the test rows are "

@@ -161,11 +161,29 @@ def model_requirements() -> list[str]:
     return out
 
 
-def log_program(program, lm, registered_model_name: str | None, alias: str | None) -> dict:
-    """mlflow.dspy.log_model the compiled program with `lm` (stripped of secrets) as its LM;
+@contextmanager
+def _quiet(*loggers: str):
+    """Raise `loggers` to ERROR for the duration: DSPy warns that pickles are unsafe to *load* each
+    time a program is saved as one, which the logged model has to be (MLflow's dspy flavour)."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def log_program(program, lm, name: str, example, registered_model_name: str | None, alias: str | None) -> dict:
+    """mlflow.dspy.log_model the compiled program as `name`, with `lm` (stripped of secrets) as its
+    LM and a signature and input example taken from `example` (a gold dspy.Example: the values of
+    the program's input and output fields give the column types, so MLflow need not run the
+    program to infer them);
     register it (with alias) when asked."""
     import mlflow
     import mlflow.dspy
+    from mlflow.models import infer_signature
 
     import dspy
 
@@ -173,10 +191,15 @@ def log_program(program, lm, registered_model_name: str | None, alias: str | Non
     for _, predictor in program.named_predictors():
         if getattr(predictor, "lm", None) is not None:
             predictor.lm = without_secrets(predictor.lm)
+    predictors = [p for _, p in program.named_predictors()]
+    inputs = {k: example[k] for k in predictors[0].signature.input_fields if k in example}
+    outputs = {k: example[k] for k in predictors[-1].signature.output_fields if k in example}
     # MLflow pickles dspy.settings next to the program; the run's callbacks (usage meter,
     # autolog's tracer with its open-span tokens) are not part of the model and may not pickle.
-    with dspy.context(lm=without_secrets(lm), callbacks=[]):
-        info = mlflow.dspy.log_model(program, name="program", registered_model_name=registered_model_name,
+    with dspy.context(lm=without_secrets(lm), callbacks=[]), _quiet("dspy.primitives.base_module",
+                                                                      "dspy.dsp.utils.settings"):
+        info = mlflow.dspy.log_model(program, name=name, registered_model_name=registered_model_name,
+                                      signature=infer_signature(inputs, outputs), input_example=inputs,
                                       use_dspy_model_save=True, pip_requirements=model_requirements())
     out = {"model_uri": info.model_uri}
     if registered_model_name:

@@ -63,3 +63,31 @@ def test_serve_streams_a_compiled_program_from_the_real_model(tmp_path):
     chunks = [d["chunk"] for e, d, _ in events if e == "token"]
     answer = events[-1][1]["outputs"]["answer"]
     assert chunks and "".join(chunks).strip() == answer.strip()  # the answer arrived as the model wrote it
+
+
+def test_the_logged_model_loads_and_predicts_in_a_fresh_process(tmp_path):
+    """Only mlflow.dspy.load_model / mlflow.pyfunc in a new interpreter, outside the repo: the
+    pickled LM carries its engine (backend, model, options), whose class imports on unpickling."""
+    import subprocess
+    import sys
+
+    proc = run_runner(["optimizer=labeled_fewshot", "task=sentiment", "task.splits.n_train=4", "task.splits.n_dev=2",
+                       "optimizer.init.k=2"], tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (logged,) = client.search_logged_models(experiment_ids=[client.get_experiment_by_name("dspy-runner").experiment_id])
+    code = f"""
+import json, mlflow, mlflow.dspy, mlflow.pyfunc
+mlflow.set_tracking_uri("sqlite:///{tmp_path}/mlflow.db")
+uri = "models:/{logged.model_id}"
+program = mlflow.dspy.load_model(uri)
+print(json.dumps(program(text="A wonderful, moving film.").toDict()))
+print(json.dumps(mlflow.pyfunc.load_model(uri).predict({{"text": "A dull, lifeless film."}})))
+"""
+    fresh = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    first, second = [json.loads(line) for line in fresh.stdout.strip().splitlines()[-2:]]
+    assert first["sentiment"] in ("positive", "negative") and second["sentiment"] in ("positive", "negative")
+    assert "LLM Provider NOT provided" not in fresh.stderr

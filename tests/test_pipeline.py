@@ -40,8 +40,15 @@ def test_run_compiles_saves_and_logs(tmp_path):
     assert "hydra/config.yaml" in hydra_files and "hydra/overrides.yaml" in hydra_files
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert logged and logged[0].source_run_id == run.info.run_id
-    import mlflow
+    assert logged[0].name == "gsm8k-bootstrap_fewshot"  # says what it is
+    import mlflow.models
 
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    info = mlflow.models.get_model_info(f"models:/{logged[0].model_id}")
+    assert [c.name for c in info.signature.inputs.inputs] == ["question"]
+    assert [c.name for c in info.signature.outputs.inputs] == ["answer"]
+    assert info.saved_input_example_info is not None
+    assert "untrusted .pkl" not in proc.stderr and "serialized using cloudpickle" not in proc.stderr
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     traces = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list", max_results=100)
     ours = [t for t in traces if t.info.request_metadata.get("mlflow.sourceRun") == run.info.run_id]
