@@ -49,7 +49,7 @@ sweep: setup
 	./multirun.sh
 
 mlflow-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from runner.settings import tracking_uri; print(tracking_uri())')" --port 5000
 
 clean:
 	rm -rf outputs .pytest_cache

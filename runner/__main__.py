@@ -42,8 +42,13 @@ def rewrite_argv(args: list[str]) -> list[str]:
     return out
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`python -m runner` and the `dspy-runner` console script."""
     sys.argv[1:] = rewrite_argv(sys.argv[1:])
-    from runner.app import main
+    from runner.app import main as run
 
+    run()
+
+
+if __name__ == "__main__":
     main()

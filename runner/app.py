@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from runner.errors import RunnerError, exit_with, find_user_error
-
-# conf/ sits beside the runner package (not inside it), so give Hydra its absolute path:
-# a relative path would be read as a Python module name under `python -m runner`.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from runner.settings import CONF_DIR
 
 
 def _raise_interrupt(signum, frame):

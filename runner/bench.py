@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import runner  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
 
-from runner.app import CONF_DIR  # noqa: E402
+from runner.settings import CONF_DIR  # noqa: E402
 from runner.logs import quiet_libraries  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -263,8 +263,9 @@ def plot(report: dict, path: Path) -> None:
 def log_mlflow(report: dict, out: Path, cfg: DictConfig) -> None:
     import mlflow
 
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    mlflow.set_experiment(cfg.tracking.experiment)
+    from runner.tracking import use_experiment
+
+    use_experiment(cfg.tracking, cfg.experiment)
     hw = report["hardware"]
     with mlflow.start_run(run_name="bench"):
         mlflow.log_params({"model": cfg.model, "cpu": hw["cpu"]["model"][:200], "cores": hw["cpu"]["physical_cores"],
@@ -325,7 +326,7 @@ def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     report = run_bench(cfg, out)
     print_report(report)
-    if cfg.tracking.enabled:
+    if cfg.log_to_mlflow:
         log_mlflow(report, out, cfg)
     print(f"results: {out / 'bench.json'}")
 

@@ -92,9 +92,10 @@ def from_dir(path: Path) -> RunView:
 def from_mlflow(run_id: str, tracking_uri: str | None) -> RunView:
     import mlflow
 
-    from runner.promote import tracking_uri as default_uri
+    from runner.settings import tracking_uri as default_uri
+    from runner.tracking import connect
 
-    mlflow.set_tracking_uri(default_uri(tracking_uri))
+    connect(default_uri(tracking_uri))
     try:
         run = mlflow.MlflowClient().get_run(run_id)
     except Exception as exc:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m runner.diff", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_a")
     parser.add_argument("run_b")
-    parser.add_argument("--tracking-uri", help="MLflow store for run ids (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db)")
+    parser.add_argument("--tracking-uri", help="MLflow store for run ids (default: the runner's, conf/tracking/mlflow.yaml)")
     parser.add_argument("--all", action="store_true", help="also show paths/hydra/run-name keys")
     parser.add_argument("-o", "--out", help="also write the Markdown to this file")
     args = parser.parse_args(argv)

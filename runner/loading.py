@@ -70,7 +70,9 @@ def _mlflow_run_id(uri: str, tracking_uri: str | None) -> tuple[str, str]:
     from mlflow.exceptions import MlflowException
 
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        from runner.tracking import connect
+
+        connect(tracking_uri)
     client = mlflow.MlflowClient()
     rest = uri.split(":/", 1)[1].strip("/")
     if uri.startswith("runs:/"):

@@ -27,18 +27,6 @@ from runner.usage import UsageMeter
 log = logging.getLogger(__name__)
 
 
-def _configure_cache(cfg: DictConfig) -> None:
-    import dspy
-
-    try:
-        Path(cfg.cache.dir).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunnerError(f"cannot create the DSPy cache dir {cfg.cache.dir}: {exc}",
-                          "set cache.dir (or DSPY_RUNNER_CACHE) to a writable directory, or cache.enabled=false") from exc
-    dspy.configure_cache(enable_disk_cache=cfg.cache.enabled, enable_memory_cache=cfg.cache.enabled,
-                         disk_cache_dir=str(cfg.cache.dir))
-
-
 # Numbers a job checks before it starts, when the key is set: (config key, smallest allowed value).
 MINIMUMS = (
     ("model.max_tokens", 1), ("reflection_model.max_tokens", 1), ("model.temperature", 0), ("model.num_retries", 0),
@@ -141,7 +129,7 @@ def run(cfg: DictConfig) -> float:
 
     quiet_libraries()
     check_numbers(cfg)
-    _configure_cache(cfg)
+    instantiate(cfg.cache)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)
 

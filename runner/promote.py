@@ -12,23 +12,17 @@ project that loads `models:/NAME@champion` picks it up without changing its conf
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from runner.errors import RunnerError, exit_with
-
-DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"  # conf/tracking/mlflow.yaml, from the repo root
-
-
-def tracking_uri(arg: str | None) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else the runner's default local store."""
-    return arg or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
+from runner.settings import tracking_uri
 
 def _client(uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    from runner.tracking import connect
+
+    connect(uri)
     return mlflow.MlflowClient()
 
 
@@ -89,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("ref", nargs="?", help="version number or alias to promote")
     parser.add_argument("--alias", default="champion", help="alias to move (default: champion)")
     parser.add_argument("--list", action="store_true", help="list versions and aliases instead")
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: the runner's, conf/tracking/mlflow.yaml)")
     args = parser.parse_args(argv)
     try:
         if args.list or not args.ref:

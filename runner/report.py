@@ -199,10 +199,10 @@ def log_to_mlflow(cells, sweep_dir: Path, files: list[Path], tracking_uri: str |
     """A new run in the reports experiment; returns its run id."""
     import mlflow
 
-    from runner.promote import tracking_uri as default_uri
+    from runner.settings import tracking_config
+    from runner.tracking import use_experiment
 
-    mlflow.set_tracking_uri(default_uri(tracking_uri))
-    mlflow.set_experiment(EXPERIMENT)
+    use_experiment(tracking_config(tracking_uri), EXPERIMENT)
     with mlflow.start_run(run_name=f"report-{sweep_dir.parent.name}-{sweep_dir.name}") as run:
         mlflow.log_params({"sweep_dir": str(sweep_dir.resolve()), "n_jobs": n_jobs})
         mlflow.log_metrics({f"{k}_score.{t}.{o}": c[k] for (o, t), c in cells.items() for k in SCORES
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", help="a multirun dir: outputs/multirun/<date>/<time>")
     parser.add_argument("--out-dir", help="where report.md / report.png go (default: the sweep dir)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: the runner's, conf/tracking/mlflow.yaml)")
     args = parser.parse_args(argv)
     try:
         sweep_dir = Path(args.sweep_dir)

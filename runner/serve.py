@@ -38,9 +38,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import RunnerError, exit_with
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-from runner.logs import quiet_libraries  # noqa: E402
+from runner.logs import quiet_libraries
+from runner.settings import CONF_DIR
 
 log = logging.getLogger("runner.serve")
 
@@ -351,10 +350,8 @@ def prepare(cfg: DictConfig):
     import dspy
     from hydra.utils import instantiate
 
-    Path(cfg.cache.dir).mkdir(parents=True, exist_ok=True)
-    dspy.configure_cache(enable_disk_cache=cfg.cache.enabled, enable_memory_cache=cfg.cache.enabled,
-                         disk_cache_dir=str(cfg.cache.dir))
-    served = load_served(_entries(cfg.programs), cfg.tracking_uri, cfg.allow_pickle)
+    instantiate(cfg.cache)
+    served = load_served(_entries(cfg.programs), cfg.tracking.tracking_uri, cfg.allow_pickle)
     lm = instantiate(cfg.model)
     adapter = instantiate(cfg.adapter) if cfg.get("adapter") else None
     dspy.configure(lm=lm, adapter=adapter, track_usage=True)

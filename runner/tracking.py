@@ -63,33 +63,54 @@ def _store_lock(db: Path | None):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def start(tracking_cfg, run_name: str, tags: dict):
-    """Point MLflow at the store, pick the experiment, start the run and turn on DSPy autolog."""
+def connect(uri: str) -> None:
+    """Point MLflow at the store `uri`: a tracking server must answer (in seconds, not after MLflow's
+    retries), a SQLite store's directory must be writable. RunnerError otherwise."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from runner.endpoints import check_endpoint
 
-    uri = tracking_cfg.tracking_uri
-    hint = "start it (mlflow server ...) or point tracking.tracking_uri / MLFLOW_TRACKING_URI at a reachable store"
-    check_endpoint(uri, "the MLflow tracking server", hint)
+    check_endpoint(uri, "the MLflow tracking server",
+                   "start it (mlflow server ...) or point tracking.tracking_uri / MLFLOW_TRACKING_URI at a reachable store")
     db = _sqlite_path(uri)
     try:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        with _store_lock(db):
-            mlflow.set_tracking_uri(uri)
-            name = tracking_cfg.experiment_name
+    except OSError as exc:
+        raise RunnerError(f"cannot open the MLflow store {uri}: {exc}",
+                          "check that its directory is writable, or set tracking.tracking_uri / MLFLOW_TRACKING_URI") from exc
+    mlflow.set_tracking_uri(uri)
+
+
+def use_experiment(tracking_cfg, name: str | None = None) -> None:
+    """Connect to the store of `tracking_cfg` and make `name` (default: its experiment_name) the
+    active experiment, created with the config's artifact location when new: every command's
+    artifacts land beside the jobs', never in ./mlruns."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_cfg.tracking_uri
+    connect(uri)
+    name = name or tracking_cfg.experiment_name
+    try:
+        with _store_lock(_sqlite_path(uri)):
             if mlflow.get_experiment_by_name(name) is None:
                 location = tracking_cfg.artifact_location
                 artifact_uri = Path(location).resolve().as_uri() if location and "://" not in location else location
                 mlflow.create_experiment(name, artifact_location=artifact_uri)
             mlflow.set_experiment(name)
-        run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     except (OSError, MlflowException) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise RunnerError(f"cannot open the MLflow store {uri}: {first}",
                           "check that its directory is writable, or set tracking.tracking_uri / MLFLOW_TRACKING_URI") from exc
+
+
+def start(tracking_cfg, run_name: str, tags: dict):
+    """Use the store and experiment, start the run and turn on DSPy autolog."""
+    import mlflow
+
+    use_experiment(tracking_cfg)
+    run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     if tracking_cfg.autolog:
         import mlflow.dspy
 

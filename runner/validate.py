@@ -26,9 +26,11 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
-EXAMPLES = ROOT / "signatures" / "data" / "examples"
+import signatures  # noqa: E402
+from runner.settings import CONF_DIR as _CONF_DIR  # noqa: E402
+
+CONF_DIR = Path(_CONF_DIR)
+EXAMPLES = Path(signatures.__file__).resolve().parent / "data" / "examples"
 CUSTOM_SIGNATURE = "question -> answer"
 NOT_INSTANTIATED = {("metric", "llm_judge"): "needs the model group (an LM)",
                     ("program", "load"): "needs a saved program (program.uri)"}
@@ -284,8 +286,17 @@ def render(checks: list[Check]) -> None:
 
 
 def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m runner.validate", description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", help="comma-separated task options (default: all)")
+    parser.add_argument("--metrics", help="comma-separated metric options (default: all)")
+    parser.add_argument("--programs", help="comma-separated program options (default: all)")
+    args = parser.parse_args(argv)
+    pick = {k: v.split(",") for k, v in (("tasks", args.tasks), ("metrics", args.metrics),
+                                         ("programs", args.programs)) if v}
     t0 = time.perf_counter()
-    checks = validate()
+    checks = validate(**pick)
     render(checks)
     failed = [c for c in checks if c.status == "FAIL"]
     print(f"{len(checks)} combinations, {len(failed)} failed, "
@@ -293,5 +304,10 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `dspy-runner-validate` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

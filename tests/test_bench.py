@@ -29,7 +29,9 @@ def test_bench_runs_llamacpp_and_writes_results(tmp_path):
         "model": "embedded", "backends": ["llamacpp", "nosuchbackend"], "prompt_lengths": [80],
         "decode_tokens": 6, "repeats": 2, "thread_scaling": True, "bandwidth_mb": 32, "per_backend": {}, "options": {"llamacpp": {"n_ctx": 1024}},
         "typical": {"prompt_tokens": 120, "new_tokens": 6, "target_s": 60.0},
-        "tracking": {"enabled": True, "uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "bench-test"},
+        "log_to_mlflow": True, "experiment": "bench-test",
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_location": str(tmp_path / "art"),
+                     "experiment_name": "dspy-runner"},
     })
     import runner.bench as bench
     import runner.lm.build as models

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
@@ -73,3 +74,29 @@ def test_shipped_configs_pass_the_number_checks(compose, optimizer):
 
     for task in ("lora", "architecture", "sentiment", "gsm8k"):
         check_numbers(compose([f"optimizer={optimizer}", f"task={task}"]))
+
+
+def test_settings_name_the_conf_package_and_the_configured_store(tmp_path, monkeypatch):
+    import conf
+    from runner import settings
+
+    assert Path(settings.CONF_DIR) == Path(conf.__file__).resolve().parent and (Path(settings.CONF_DIR) / "config.yaml").is_file()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    node = settings.tracking_config()
+    assert node.tracking_uri == f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    assert node.artifact_location == f"{tmp_path}/outputs/mlartifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/m.db")
+    assert settings.tracking_uri() == "sqlite:////elsewhere/m.db" and settings.tracking_uri("http://x:5000") == "http://x:5000"
+
+
+def test_every_command_is_a_console_script():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"dspy-runner", "dspy-runner-serve", "dspy-runner-bench", "dspy-runner-report",
+                            "dspy-runner-diff", "dspy-runner-promote", "dspy-runner-validate"}
+    for target in scripts.values():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr))

@@ -91,7 +91,7 @@ def test_report_table_plot_and_mlflow(tmp_path):
     _job(sweep / "3_gsm8k_b", "gsm8k", "b", 0.0, 0.0, finished=False)
     _job(sweep / "4_gsm8k_gepa", "gsm8k", "gepa", 0.5, 0.25, test=(0.3, 0.4), parse_failures=1)
     uri = f"sqlite:///{tmp_path}/m.db"
-    res = subprocess.run([sys.executable, "-m", "runner.report", str(sweep), "--tracking-uri", uri], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "runner.report", str(sweep), "--tracking-uri", uri], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     md = (sweep / "report.md").read_text()
@@ -112,3 +112,5 @@ def test_report_table_plot_and_mlflow(tmp_path):
     assert runs["metrics.parse_failures"][0] == 1
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
     assert arts == {"report.md", "report.png"}
+    # the report's artifacts sit where the jobs' do (conf/tracking/mlflow.yaml), never in ./mlruns
+    assert not (tmp_path / "mlruns").exists() and any((tmp_path / "outputs" / "mlartifacts").rglob("report.md"))
