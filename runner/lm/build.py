@@ -84,7 +84,7 @@ def build_lm(
         from runner.lm.engine import LocalEngine, local_lm
 
         require_backend(prefix)
-        resolve_model_path(name)  # RunnerError now rather than inside the first LM call
+        resolve_model_path(name, prefix)  # RunnerError (or the download) now, not inside the first LM call
         engine = LocalEngine(prefix, name, _plain(backend), selection=selection)
         return local_lm(model, engine, temperature=temperature, max_tokens=max_tokens, cache=cache,
                         num_retries=num_retries or 0, **kwargs)

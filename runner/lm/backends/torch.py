@@ -152,4 +152,4 @@ class TorchModel(HFTokenizerChat):
 
 
 def load(model: str, options: dict) -> TorchModel:
-    return TorchModel(resolve_model_path(model), options)
+    return TorchModel(resolve_model_path(model, "torch"), options)
