@@ -5,7 +5,7 @@ Configured with Hydra (conf/serve.yaml): which programs (MLflow model URIs such 
 as the runner), host/port, a per-request timeout. Programs are loaded as state JSON + manifest
 (runner.loading), never unpickled unless `allow_pickle=true`.
 
-Endpoints (OpenAPI docs at /docs):
+Endpoints (the OpenAPI spec at /openapi.json; Swagger's /docs page is off: it loads from a CDN):
   GET  /health                  liveness + what is loaded
   GET  /programs                each program's inputs, outputs, source and recorded scores
   POST /programs/{name}         run it; the body is validated against the signature's input
@@ -16,7 +16,9 @@ Endpoints (OpenAPI docs at /docs):
                                 answer field, or best_of = the answer of the program with the
                                 highest recorded score among those that answered
 
-Each request is logged as one JSON line (latency, LM token usage, status) on stderr.
+Each program runs with the adapter it was compiled with (its manifest's). A body over
+`max_body_bytes` is refused with 413, inputs too long for the model's context with 422. Each
+request is logged as one JSON line (latency, LM token usage, status) on stderr.
 
   python -m runner.serve 'programs=[models:/gsm8k@champion]' model=llamacpp port=8000
 """
@@ -37,7 +39,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import RunnerError, exit_with
+from runner.errors import RunnerError, exit_with, find_user_error
 from runner.logs import quiet_libraries
 from runner.settings import CONF_DIR
 
@@ -86,6 +88,7 @@ class Served:
     score: float | None
     call: Any = None                # dspy.asyncify(program)
     input_model: Any = None         # pydantic model of the request body
+    adapter: Any = None             # the adapter it was compiled with (its manifest), else serve's
     extras: dict = field(default_factory=dict)
 
 
@@ -132,7 +135,29 @@ def _input_model(name: str, inputs: dict[str, Any]):
     return create_model(f"{safe}_inputs", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def load_served(entries: list[dict], tracking_uri: str | None, allow_pickle: bool) -> dict[str, Served]:
+def manifest_adapter(man: dict, default):
+    """The adapter recorded in a program's manifest (the one it was compiled and scored with), built
+    only when its `_target_` is a dspy.Adapter; else `default`. A program compiled with
+    adapter=plain sends plain prompts, and its demos are plain turns: another adapter would send
+    it prompts it was never scored on."""
+    import dspy
+    from hydra.utils import get_object, instantiate
+
+    node = ((man or {}).get("config") or {}).get("adapter")
+    if not isinstance(node, dict) or "_target_" not in node:
+        return default
+    try:
+        cls = get_object(node["_target_"])
+    except Exception as exc:
+        raise RunnerError(f"the program's adapter {node['_target_']!r} cannot be imported: {exc}",
+                          "install what defines it, or re-save the program") from exc
+    if not (isinstance(cls, type) and issubclass(cls, dspy.Adapter)):
+        raise RunnerError(f"the program's manifest names {node['_target_']!r} as its adapter, which is not a dspy.Adapter",
+                          "refusing to build it; re-save the program with dspy-runner")
+    return instantiate(node)
+
+
+def load_served(entries: list[dict], tracking_uri: str | None, allow_pickle: bool, default_adapter=None) -> dict[str, Served]:
     import dspy
 
     from runner.loading import load_program, manifest_of
@@ -153,9 +178,11 @@ def load_served(entries: list[dict], tracking_uri: str | None, allow_pickle: boo
                    score=(man.get("scores") or {}).get("compiled_score"))
         s.call = dspy.asyncify(program)
         s.input_model = _input_model(s.name, inputs)
+        s.adapter = manifest_adapter(man, default_adapter)
         served[s.name] = s
         _event("loaded program", program=s.name, source=man.get("source"), inputs=list(inputs), outputs=outputs,
-               score=s.score, schema_version=man.get("schema_version"))
+               score=s.score, schema_version=man.get("schema_version"),
+               adapter=type(s.adapter).__name__ if s.adapter is not None else None)
     return served
 
 
@@ -181,28 +208,48 @@ def _outputs(s: Served, pred) -> dict:
     return jsonable_encoder({k: pred.get(k) for k in s.outputs if k in pred.keys()} or pred.toDict())
 
 
-def _missing(inputs: dict, needed: list[str], prefix=("body", "inputs")) -> list[dict]:
-    return [{"loc": [*prefix, f], "msg": "Field required", "type": "missing"} for f in needed if f not in inputs]
-
-
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
-    """The FastAPI app: one typed route pair per program, plus ensemble and health."""
+def _too_long(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) says the prompt does not fit the model's context window."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if type(exc).__name__ in ("ContextLengthError", "ContextWindowExceededError"):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def build_app(served: dict[str, Served], model_name: str, timeout_s: float, max_body_bytes: int = 1_000_000):
+    """The FastAPI app: one typed route pair per program, plus ensemble and health. Swagger's /docs
+    page loads its scripts from a CDN, blank offline, so it is off; /openapi.json has the spec."""
     from typing import Literal
 
     import dspy
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
     from runner.stream_listener import LenientStreamListener
 
-    app = FastAPI(title="dspy-runner serve", version="1",
+    app = FastAPI(title="dspy-runner serve", version="1", docs_url=None, redoc_url=None,
                   description="Compiled DSPy programs loaded from state JSON + manifest (no pickle).")
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        """413 for a body over max_body_bytes, before anything reads it into a model."""
+        declared = request.headers.get("content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > max_body_bytes
+        if not too_big and declared is None and request.method == "POST":
+            too_big = len(await request.body()) > max_body_bytes  # a chunked body: read (and cached) once
+        if too_big:
+            request.state.log = {"rejected": "body too large"}
+            return JSONResponse(status_code=413, content={"detail": f"request body over max_body_bytes={max_body_bytes}"})
+        return await call_next(request)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next):
@@ -228,15 +275,20 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
         return {n: {"inputs": list(s.inputs), "outputs": s.outputs, "answer_field": s.answer_field,
                     "source": s.manifest.get("source"), "scores": s.manifest.get("scores") or {},
                     "signature_hash": s.manifest.get("signature_hash"),
-                    "schema_version": s.manifest.get("schema_version")} for n, s in served.items()}
+                    "schema_version": s.manifest.get("schema_version"),
+                    "adapter": type(s.adapter).__name__ if s.adapter is not None else None} for n, s in served.items()}
 
     async def run_one(s: Served, inputs: dict, request: Request | None = None) -> dict:
         t0 = time.perf_counter()
         try:
-            pred = await asyncio.wait_for(s.call(**inputs), timeout=timeout_s)
+            with dspy.context(adapter=s.adapter):
+                pred = await asyncio.wait_for(s.call(**inputs), timeout=timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, f"program {s.name!r} took longer than timeout_s={timeout_s}") from None
         except Exception as exc:
+            if _too_long(exc):
+                raise HTTPException(422, f"the inputs are too long for {model_name}'s context window: "
+                                         f"{str(exc).splitlines()[0][:300]}") from exc
             log.warning("program failed", extra={"fields": {"program": s.name, "error": repr(exc)[:300]}})
             raise HTTPException(502, f"program {s.name!r} failed: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}") from exc
         usage = _usage(pred)
@@ -261,21 +313,25 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
                 usage: dict = {}
                 try:
                     async with asyncio.timeout(timeout_s):
-                        async for item in streamed(**inputs):
-                            if isinstance(item, dspy.streaming.StreamResponse):
-                                n_tokens += 1
-                                yield _sse("token", {"field": item.signature_field_name, "chunk": item.chunk})
-                            elif isinstance(item, dspy.Prediction):
-                                usage = _usage(item)
-                                yield _sse("prediction", {"program": s.name, "outputs": _outputs(s, item),
-                                                          "latency_s": round(time.perf_counter() - t0, 4),
-                                                          "usage": usage})
+                        with dspy.context(adapter=s.adapter):  # contextvars: this request's task only
+                            async for item in streamed(**inputs):
+                                if isinstance(item, dspy.streaming.StreamResponse):
+                                    if not item.chunk:  # the listener's end marker; the prediction event ends it
+                                        continue
+                                    n_tokens += 1
+                                    yield _sse("token", {"field": item.signature_field_name, "chunk": item.chunk})
+                                elif isinstance(item, dspy.Prediction):
+                                    usage = _usage(item)
+                                    yield _sse("prediction", {"program": s.name, "outputs": _outputs(s, item),
+                                                              "latency_s": round(time.perf_counter() - t0, 4),
+                                                              "usage": usage})
                 except TimeoutError:
                     status = "timeout"
                     yield _sse("error", {"detail": f"program {s.name!r} took longer than timeout_s={timeout_s}"})
                 except Exception as exc:
                     status = "error"
-                    yield _sse("error", {"detail": f"program {s.name!r} failed: {str(exc)[:300]}"})
+                    what = "its inputs are too long for the model's context window" if _too_long(exc) else "failed"
+                    yield _sse("error", {"detail": f"program {s.name!r} {what}: {str(exc)[:300]}"})
                 finally:
                     _event("request", method="POST", path=f"/programs/{s.name}/stream", status=status,
                            program=s.name, stream_chunks=n_tokens, latency_s=round(time.perf_counter() - t0, 4),
@@ -294,6 +350,7 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
         add_routes(s)
 
     class EnsembleRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
         inputs: dict[str, Any]
         programs: list[str] | None = Field(None, description="default: every served program")
         strategy: Literal["majority", "best_of"] = "majority"
@@ -305,11 +362,22 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float):
         if unknown:
             raise HTTPException(404, f"unknown programs {unknown}; serving {sorted(served)}")
         chosen = [served[n] for n in names]
-        needed = sorted({f for s in chosen for f in s.inputs})
-        missing = _missing(req.inputs, needed)
-        if missing:
-            request.state.log = {"invalid_fields": [m["loc"][-1] for m in missing]}
-            return JSONResponse(status_code=422, content={"detail": missing})
+        errors, seen = [], set()
+        for s in chosen:  # the inputs each program takes, checked as its own route checks them
+            try:
+                s.input_model.model_validate({k: req.inputs[k] for k in s.inputs if k in req.inputs})
+            except ValidationError as exc:
+                for e in exc.errors():
+                    loc = ("body", "inputs", *e.get("loc", ()))
+                    if loc not in seen:
+                        seen.add(loc)
+                        errors.append({"loc": list(loc), "msg": e.get("msg"), "type": e.get("type")})
+        needed = {f for s in chosen for f in s.inputs}
+        errors += [{"loc": ["body", "inputs", k], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+                   for k in sorted(set(req.inputs) - needed)]
+        if errors:
+            request.state.log = {"invalid_fields": [e["loc"][-1] for e in errors]}
+            return JSONResponse(status_code=422, content={"detail": errors})
         t0 = time.perf_counter()
         results = await asyncio.gather(*[run_one(s, {k: req.inputs[k] for k in s.inputs}) for s in chosen],
                                        return_exceptions=True)
@@ -351,11 +419,11 @@ def prepare(cfg: DictConfig):
     from hydra.utils import instantiate
 
     instantiate(cfg.cache)
-    served = load_served(_entries(cfg.programs), cfg.tracking.tracking_uri, cfg.allow_pickle)
-    lm = instantiate(cfg.model)
     adapter = instantiate(cfg.adapter) if cfg.get("adapter") else None
+    served = load_served(_entries(cfg.programs), cfg.tracking.tracking_uri, cfg.allow_pickle, adapter)
+    lm = instantiate(cfg.model)
     dspy.configure(lm=lm, adapter=adapter, track_usage=True)
-    return build_app(served, lm.model, float(cfg.timeout_s))
+    return build_app(served, lm.model, float(cfg.timeout_s), int(cfg.max_body_bytes))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="serve", version_base="1.3")
@@ -365,9 +433,12 @@ def main(cfg: DictConfig) -> None:
     setup_logging(cfg.log_level)
     try:
         app = prepare(cfg)
-    except RunnerError as err:
+    except Exception as exc:
+        err = find_user_error(exc)  # a RunnerError, also when Hydra's instantiate wrapped it
+        if err is None:
+            raise
         exit_with(err)
-    _event("serving", host=cfg.host, port=cfg.port, docs=f"http://{cfg.host}:{cfg.port}/docs")
+    _event("serving", host=cfg.host, port=cfg.port, openapi=f"http://{cfg.host}:{cfg.port}/openapi.json")
     uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_config=None, access_log=False,
                 timeout_graceful_shutdown=5)
 

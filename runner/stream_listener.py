@@ -9,7 +9,8 @@ field's text as it arrives, and holds back only what could still turn into the n
 With a JSON adapter (JSONAdapter, StructuredAdapter) it streams the field's decoded value: a
 string's characters, escapes resolved, without its quotes; a number, literal or nested value as
 written. DSPy's own JSON listener sends the raw JSON text, quotes included, so the streamed text
-differed from the parsed answer. XML replies keep DSPy's listener logic.
+differed from the parsed answer. With adapter=plain, whose reply is the bare value (one output
+field) or `name: value` lines, it streams the value. XML replies keep DSPy's listener logic.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dspy
 from dspy.streaming import StreamListener, StreamResponse
 
 from runner.adapters import HEADER, TRAILING_OPEN
+from runner.plain_adapter import PlainAdapter
 
 # The tail of the buffer that may be the start of a header: `[`, `[[`, `[[ #`, `[[## answ`, ...
 _PARTIAL_HEADER = re.compile(r"\[(\[([ \t]*#*([ \t]*\w*([ \t]*#*([ \t]*\]?)?)?)?)?)?$")
@@ -126,6 +128,8 @@ class LenientStreamListener(StreamListener):
         if not piece:
             return None
         self._text += piece
+        if isinstance(dspy.settings.adapter, PlainAdapter):
+            return self._receive_plain()
         if isinstance(dspy.settings.adapter, dspy.JSONAdapter):
             return self._receive_json()
         if not self.stream_start:
@@ -142,6 +146,31 @@ class LenientStreamListener(StreamListener):
             value = rest[: partial.start()] if partial else rest
         self._sent += len(value)
         return self._emit(value)
+
+    def _single_output(self) -> bool:
+        signature = getattr(getattr(self, "predict", None), "signature", None)
+        return signature is None or len(signature.output_fields) == 1
+
+    def _receive_plain(self) -> StreamResponse | None:
+        name = self.signature_field_name
+        if not self.stream_start:
+            text = self._text
+            label = re.search(rf"(?im)^\W*{re.escape(name)}\W*[:=][ \t]*", text)
+            if label:
+                self._sent = label.end()
+            elif not self._single_output():
+                return None  # several fields: this one starts at its `name:` line
+            else:
+                head = text.lstrip().lower()
+                if len(head) <= len(name) + 2 and f"{name}:".lower().startswith(head.rstrip(": =")):
+                    return None  # may still become the `name:` label of a bare answer
+                self._sent = 0
+            self.stream_start = True
+        rest = self._text[self._sent:]
+        if not self._single_output() and "\n" in rest:  # its line ends the field
+            rest, self.stream_end = rest[: rest.index("\n")], True
+        self._sent += len(rest)
+        return self._emit(rest)
 
     def _receive_json(self) -> StreamResponse | None:
         if not self.stream_start:
@@ -180,9 +209,16 @@ class LenientStreamListener(StreamListener):
         """At the end of the LM stream, send what was held back (a `[` that never became a header)."""
         if _stock_listener_handles(dspy.settings.adapter):
             return super().finalize()
+        plain = isinstance(dspy.settings.adapter, PlainAdapter)
+        if plain and not self.stream_start and self._single_output() and self._text.strip():
+            self.stream_start, self._sent = True, 0  # a bare answer short enough to look like a label
         if self.stream_end or not self.stream_start:
             return None
         self.stream_end = True
+        if plain:
+            tail = self._text[self._sent:]
+            self._sent = len(self._text)
+            return self._emit(tail)
         if isinstance(dspy.settings.adapter, dspy.JSONAdapter):  # the reply ended inside the value
             tail = self._text[self._sent:].rstrip().rstrip("}").rstrip()
             self._sent = len(self._text)

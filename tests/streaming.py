@@ -18,7 +18,7 @@ DELAY_S = 0.05
 
 
 class ScriptedModel:
-    n_ctx = None
+    n_ctx = 4000  # "tokens" are words here: a longer prompt overflows it
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -31,8 +31,12 @@ class ScriptedModel:
 
     def stream(self, prompt, params):
         delay = 10 * DELAY_S if "SLOW" in prompt else DELAY_S  # lets tests trigger the server timeout
-        # reasoning only when the signature asks for it (ChainOfThought), as a real model would
-        pieces = (REASONING if "[[ ## reasoning ## ]]" in prompt else []) + ANSWER
+        # reasoning only when the signature asks for it (ChainOfThought), as a real model would; a
+        # plain prompt (adapter=plain: no field headers) gets the bare answer
+        if "[[ ## " not in prompt:
+            pieces = ["12", "34", ".5"]
+        else:
+            pieces = (REASONING if "[[ ## reasoning ## ]]" in prompt else []) + ANSWER
         for piece in pieces:
             time.sleep(delay)
             yield piece

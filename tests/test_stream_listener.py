@@ -9,6 +9,7 @@ from litellm.types.utils import Delta, StreamingChoices
 
 from runner.adapters import LenientChatAdapter
 from runner.dspy_ext.adapters import StructuredAdapter
+from runner.plain_adapter import PlainAdapter
 from runner.stream_listener import LenientStreamListener
 
 
@@ -16,9 +17,11 @@ def _chunk(text: str) -> ModelResponseStream:
     return ModelResponseStream(choices=[StreamingChoices(delta=Delta(content=text))])
 
 
-def _listen(pieces: list[str], field: str = "answer", adapter=None) -> list[tuple[str, bool]]:
+def _listen(pieces: list[str], field: str = "answer", adapter=None, signature=None) -> list[tuple[str, bool]]:
     with dspy.context(adapter=adapter or LenientChatAdapter()):
         listener = LenientStreamListener(field)
+        if signature is not None:
+            listener.predict = dspy.Predict(signature)
         out = [listener.receive(_chunk(p)) for p in pieces]
         out.append(listener.finalize())
     return [(r.chunk, r.is_last_chunk) for r in out if r is not None]
@@ -77,3 +80,17 @@ def test_reuse_after_the_end(reuse):
             listener.receive(_chunk(p))
         again = listener.receive(_chunk("[[ ## answer ## ]]\nB\n\n[[ ## completed ## ]]"))
     assert (again is not None and again.chunk == "B") is reuse
+
+
+@pytest.mark.parametrize("pieces, expected", [(["posi", "tive", "\n"], "positive"),
+                                              (["sentiment", ": ", "neg", "ative"], "negative"),
+                                              (["se"], "se")])
+def test_plain_bare_answers_stream(pieces, expected):
+    got = _listen(pieces, field="sentiment", adapter=PlainAdapter(), signature="text -> sentiment")
+    assert "".join(c for c, _ in got) == expected and got[-1][1] is True
+
+
+def test_plain_named_lines_stream_the_field():
+    got = _listen(["rank: 16\nlear", "ning_rate", ": 2e-4", "\nbatch: 4"], field="learning_rate",
+                  adapter=PlainAdapter(), signature="a -> rank, learning_rate, batch")
+    assert "".join(c for c, _ in got) == "2e-4" and got[-1][1] is True
