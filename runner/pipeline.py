@@ -147,7 +147,7 @@ def run(cfg: DictConfig) -> float:
         tags["program_uri"] = cfg.program.uri
     if HydraConfig.get().mode.name == "MULTIRUN":
         tags["sweep_dir"] = HydraConfig.get().sweep.dir
-    active = tracking.start(cfg.tracking, cfg.tracking.run_name, scrubber.tree(tags))
+    active = tracking.start(cfg.tracking, cfg.tracking.run_name, scrubber.tree(tags), scrubber)
     status = "FAILED"
     try:
         tracking.log_params(tracking.flatten(resolved))

@@ -113,3 +113,26 @@ class RedactHydraFiles(Callback):
                 scrub_file(folder / name, scrubber)
         if OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
             scrub_file(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / "multirun.yaml", scrubber)
+
+
+def span_scrubber(scrubber: Scrubber):
+    """An MLflow span processor (`mlflow.tracing.configure(span_processors=[...])`) that masks
+    secrets in a span's inputs, outputs and attributes before it is exported: MLflow's DSPy tracer
+    drops `api_key` from an LM's attributes, not e.g. an `Authorization` header in its kwargs."""
+
+    def process(span) -> None:
+        inputs, outputs = span.inputs, span.outputs
+        if inputs is not None:
+            clean = scrubber.tree(inputs)
+            if clean != inputs:
+                span.set_inputs(clean)
+        if outputs is not None:
+            clean = scrubber.tree(outputs)
+            if clean != outputs:
+                span.set_outputs(clean)
+        for key, value in dict(span.attributes or {}).items():
+            clean = MASK if is_secret_name(key) and value not in (None, "") else scrubber.tree(value)
+            if clean != value:
+                span.set_attribute(key, clean)
+
+    return process

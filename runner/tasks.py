@@ -29,6 +29,9 @@ def resolve_signature(spec: Any):
             raise RunnerError(f"invalid inline signature {spec!r}: {exc}",
                               'use the form "input1, input2 -> output"') from exc
     module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise RunnerError(f"task.signature {spec!r} is neither an inline signature nor a class path",
+                          'write it as "input1, input2 -> output" or as module.ClassName')
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:

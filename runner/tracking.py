@@ -105,15 +105,20 @@ def use_experiment(tracking_cfg, name: str | None = None) -> None:
                           "check that its directory is writable, or set tracking.tracking_uri / MLFLOW_TRACKING_URI") from exc
 
 
-def start(tracking_cfg, run_name: str, tags: dict):
-    """Use the store and experiment, start the run and turn on DSPy autolog."""
+def start(tracking_cfg, run_name: str, tags: dict, scrubber: Scrubber | None = None):
+    """Use the store and experiment, start the run and turn on DSPy autolog, with `scrubber`
+    masking secrets in every span before it is exported."""
     import mlflow
 
     use_experiment(tracking_cfg)
     run = mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
     if tracking_cfg.autolog:
         import mlflow.dspy
+        import mlflow.tracing
 
+        from runner.redaction import span_scrubber
+
+        mlflow.tracing.configure(span_processors=[span_scrubber(scrubber or Scrubber.collect())])
         mlflow.dspy.autolog(log_traces=True, log_traces_from_eval=True, log_traces_from_compile=False, silent=True)
     return run
 

@@ -30,12 +30,16 @@ FIELDS = {
 }
 
 
-def scripted_lm(answer: str = "42", api_key: str | None = None, **_ignored) -> dspy.LM:
-    """`_target_` for tests/conf/model/scripted.yaml; extra model keys are ignored. An api_key is
-    kept in the LM's kwargs, where dspy.LM keeps it, so secret-handling tests see a real one."""
+def scripted_lm(answer: str = "42", api_key: str | None = None, extra_headers: dict | None = None,
+                **_ignored) -> dspy.LM:
+    """`_target_` for tests/conf/model/scripted.yaml; extra model keys are ignored. An api_key and
+    extra_headers are kept in the LM's kwargs, where dspy.LM keeps them, so secret-handling tests
+    see real ones."""
     lm = DummyLM({"": {**FIELDS, "answer": answer}})
     if api_key:
         lm.kwargs["api_key"] = api_key
+    if extra_headers:
+        lm.kwargs["extra_headers"] = dict(extra_headers)
     return lm
 
 

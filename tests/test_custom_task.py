@@ -128,3 +128,13 @@ def test_generic_metrics_grade():
     num = dspy.Example(question="q", answer="1,234").with_inputs("question")
     assert Numeric("answer")(num, dspy.Prediction(answer="about 1234")).score == 1.0
     assert Numeric("answer")(num, dspy.Prediction(answer="none")).score == 0.0
+
+
+@pytest.mark.parametrize("spec", ["question answer", "question =>answer", "Signature."])
+def test_a_signature_that_is_neither_form_says_both_forms(spec):
+    from runner.errors import RunnerError
+    from runner.tasks import resolve_signature
+
+    with pytest.raises(RunnerError) as err:
+        resolve_signature(spec)
+    assert "neither an inline signature nor a class path" in err.value.message and "->" in err.value.hint

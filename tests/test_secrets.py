@@ -11,6 +11,7 @@ from conftest import SEARCHPATH, run_runner
 CONFIG_KEY = "sk-planted-through-config-0123456789"
 ENV_KEY = "sk-planted-through-environment-9876543210"
 URL_PASSWORD = "hunter2-url-password"
+HEADER_TOKEN = "planted-bearer-token-5555555555"
 
 
 def _files_containing(root, needles: list[str]) -> dict[str, list[str]]:
@@ -28,7 +29,8 @@ def test_keys_from_config_and_environment_never_reach_an_artifact(tmp_path):
     common = [SEARCHPATH, "model=scripted", "optimizer=bootstrap_fewshot", "task=gsm8k",
               "task.splits.n_train=4", "task.splits.n_dev=2"]
     via_config = run_runner([*common, f"model.api_key={CONFIG_KEY}",
-                             f"+model.proxy=http://user:{URL_PASSWORD}@127.0.0.1:3128"], tmp_path / "a")
+                             f"+model.proxy=http://user:{URL_PASSWORD}@127.0.0.1:3128",
+                             f"+model.extra_headers={{Authorization: 'Bearer {HEADER_TOKEN}'}}"], tmp_path / "a")
     assert via_config.returncode == 0, via_config.stderr[-3000:]
     via_env = run_runner(common, tmp_path / "b", env={"OPENAI_API_KEY": ENV_KEY})
     assert via_env.returncode == 0, via_env.stderr[-3000:]
@@ -43,7 +45,7 @@ def test_keys_from_config_and_environment_never_reach_an_artifact(tmp_path):
         assert (tmp_path / sub / "run" / ".hydra" / "config.yaml").is_file()
         assert any((tmp_path / sub / "mlartifacts").rglob("dspy_config.pkl")), "the logged model was not saved"
         assert any((tmp_path / sub / "mlartifacts").rglob("overrides.yaml")), "the .hydra copy was not logged"
-    leaks = _files_containing(tmp_path, [CONFIG_KEY, ENV_KEY, URL_PASSWORD])
+    leaks = _files_containing(tmp_path, [CONFIG_KEY, ENV_KEY, URL_PASSWORD, HEADER_TOKEN])
     assert not leaks, leaks
 
 
