@@ -33,16 +33,40 @@ def signature_hash(program) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+# The packages a result depends on: the runner, DSPy and its LM client, tracking, config, and the
+# local backends with their constrained-decoding libraries.
+PACKAGES = ("dspy", "dspy-runner", "mlflow", "litellm", "hydra-core", "llama-cpp-python", "mlx", "mlx-lm",
+            "torch", "transformers", "llguidance")
+
+
 def versions() -> dict:
+    """Python's and each package's version (None where it is not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("dspy", "dspy-runner", "mlflow", "litellm", "hydra-core"):
+    for pkg in PACKAGES:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def git_state(where: str | Path = ".") -> dict | None:
+    """{"commit", "dirty"} of the git work tree the job runs in (its configs and code), or None
+    outside one."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
 
 
 def build_manifest(program, *, program_cfg: dict, task: dict, config: dict, scores: dict, seed: int,
@@ -62,6 +86,7 @@ def build_manifest(program, *, program_cfg: dict, task: dict, config: dict, scor
         "scores": scores,
         "evaluated": evaluated or {},
         "versions": versions(),
+        "git": git_state(),
         "config": config,
     }
 

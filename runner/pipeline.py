@@ -7,6 +7,7 @@ FAILED/KILLED with the Hydra files attached, so nothing already measured is lost
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -143,6 +144,10 @@ def run(cfg: DictConfig) -> float:
     resolved = tracking.resolved_config(cfg, scrubber)
     tags = {"task": cfg.task.name, "optimizer": cfg.optimizer.name, "program": choices.get("program"),
             "model_choice": choices.get("model"), "run_dir": str(run_dir)}
+    git = manifest.git_state()
+    if git:
+        tags.update({"git.commit": git["commit"], "git.dirty": git["dirty"]})
+    tags.update({f"version.{pkg}": v for pkg, v in manifest.versions().items() if v})
     if cfg.program.get("uri"):
         tags["program_uri"] = cfg.program.uri
     if HydraConfig.get().mode.name == "MULTIRUN":
@@ -154,6 +159,7 @@ def run(cfg: DictConfig) -> float:
         tracking.log_params({f"choice.{k}": str(v) for k, v in choices.items() if not k.startswith("hydra")})
         tracking.log_params({"data.n_train": len(splits["train"]), "data.n_dev": len(splits["dev"]),
                              "data.n_test": len(splits.get("test") or [])})
+        tracking.log_datasets(splits, cfg.task.name, cfg.task.get("answer_field"))
 
         meter = UsageMeter()
         lm = instantiate(cfg.model)
@@ -166,7 +172,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.lm_check:
             _check_lm(lm)
 
-        rows, metrics, evaluated = [], {}, {}
+        rows, metrics, evaluated, table = [], {}, {}, []
         eval_split = splits[cfg.eval.split]
 
         def timed_eval(label: str, prog, examples, prefix: str):
@@ -186,6 +192,12 @@ def run(cfg: DictConfig) -> float:
             metrics.update(m)
             evaluated[prefix] = {"split": split_of(label), "n": res["n"], "parse_failures": res["failed"],
                                  "truncated": used.truncated}
+            examples = tracking.example_rows(prefix, split_of(label), res["rows"])
+            with open(run_dir / "examples.jsonl", "a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(scrubber.tree(row), default=str) + "\n" for row in examples)
+            table.extend(examples)
+            if cfg.tracking.autolog:
+                tracking.log_assessments(res["rows"], f"{prefix}_metric")
             if used.truncated:
                 log.warning("%s: %d replies were cut at max_tokens (model.max_tokens=%s)", label, used.truncated,
                             cfg.model.get("max_tokens"))
@@ -229,6 +241,12 @@ def run(cfg: DictConfig) -> float:
             metrics["test_improvement"] = metrics["compiled_test_score"] - metrics["baseline_test_score"]
         tracking.log_metrics({k: metrics[k] for k in ("improvement", "test_improvement", *_backend_metrics(total))
                               if k in metrics})
+        tracking.log_table(scrubber.tree(table), "examples.json")
+        summary = (f"{cfg.task.name} x {cfg.optimizer.name} on {lm.model}: {cfg.eval.split} "
+                   f"{metrics['baseline_score']:.3f} -> {metrics['compiled_score']:.3f}")
+        if test_split:
+            summary += f", test {metrics['baseline_test_score']:.3f} -> {metrics['compiled_test_score']:.3f}"
+        tracking.describe(summary)
 
         scores = {k: v for k, v in metrics.items() if k.endswith("_score") or k == "improvement"}
         program_cfg, loaded_from = _program_recipe(cfg, program)

@@ -143,6 +143,65 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
+def log_datasets(splits: dict, task_name: str, targets: str | None) -> None:
+    """Each split as a dataset input of the run (the UI's Datasets column), with its rows."""
+    import mlflow
+    import mlflow.data
+    import pandas as pd
+
+    for split, examples in splits.items():
+        if examples:
+            frame = pd.DataFrame([{k: _cell(v) for k, v in ex.toDict().items()} for ex in examples])
+            target = targets if targets in frame.columns else None
+            mlflow.log_input(mlflow.data.from_pandas(frame, name=f"{task_name}-{split}", targets=target), context=split)
+
+
+def _cell(value):
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def example_rows(phase: str, split: str, rows: list[dict]) -> list[dict]:
+    """Evaluation rows flattened for a table: phase, split, input.*, output.*, score, feedback, trace_id."""
+    out = []
+    for r in rows:
+        flat = {"phase": phase, "split": split}
+        flat.update({f"input.{k}": _cell(v) for k, v in r["inputs"].items()})
+        flat.update({f"output.{k}": _cell(v) for k, v in r["outputs"].items()})
+        flat.update(score=r["score"], feedback=r["feedback"], trace_id=r["trace_id"])
+        out.append(flat)
+    return out
+
+
+def log_assessments(rows: list[dict], name: str) -> None:
+    """The metric's score and feedback on the trace of each evaluated example (MLflow's Feedback,
+    the feedback text as its rationale): what the trace view shows next to the call."""
+    import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType
+
+    source = AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=name)
+    if any(row.get("trace_id") for row in rows):
+        mlflow.flush_trace_async_logging()  # traces are exported in the background: store them first
+    for row in rows:
+        if row.get("trace_id"):
+            mlflow.log_feedback(trace_id=row["trace_id"], name=name, value=row["score"],
+                                rationale=row.get("feedback"), source=source)
+
+
+def log_table(rows: list[dict], artifact_file: str) -> None:
+    import mlflow
+    import pandas as pd
+
+    if rows:
+        mlflow.log_table(data=pd.DataFrame(rows), artifact_file=artifact_file)
+
+
+def describe(text: str) -> None:
+    """The run's description (its note in the MLflow UI)."""
+    import mlflow
+
+    mlflow.set_tag("mlflow.note.content", text)
+
+
 def log_dir(path: str | Path, artifact_path: str) -> None:
     import mlflow
 

@@ -37,7 +37,8 @@ def test_optimizer_compiles(compose, name):
 
     assert isinstance(compiled, dspy.Module)
     assert [n for n, _ in compiled.named_predictors()] == [n for n, _ in program.named_predictors()]
-    assert result == {"score": 1.0, "n": 4, "failed": 0}
+    assert {k: result[k] for k in ("score", "n", "failed")} == {"score": 1.0, "n": 4, "failed": 0}
+    assert [r["score"] for r in result["rows"]] == [1.0] * 4 and all(r["feedback"] for r in result["rows"])
     demos = compiled.predictors()[0].demos
     if name == "none":
         assert demos == [] and compiled is not program

@@ -54,11 +54,25 @@ def test_run_compiles_saves_and_logs(tmp_path):
     ours = [t for t in traces if t.info.request_metadata.get("mlflow.sourceRun") == run.info.run_id]
     assert len(ours) >= 8, "mlflow.dspy.autolog should trace every evaluated example"  # 4 baseline + 4 compiled
     assert any(s.name.endswith("__call__") for s in ours[0].data.spans)  # the LM call is a span
+    # each evaluated example's trace carries the metric's score and feedback as an assessment
+    judged = [a for t in ours for a in t.info.assessments if a.name in ("baseline_metric", "compiled_metric")]
+    assert len(judged) == 8 and all(a.rationale for a in judged) and {a.value for a in judged} <= {0.0, 1.0}
+
+    # reproducibility and per-example results
+    tags = run.data.tags
+    assert tags["version.dspy"] and tags["version.mlflow"] and "git.commit" in tags and tags["git.dirty"] in ("True", "False")
+    assert tags["mlflow.note.content"].startswith("gsm8k x bootstrap_fewshot on ") and " -> " in tags["mlflow.note.content"]
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"gsm8k-train", "gsm8k-dev", "gsm8k-test"}
+    assert "examples.json" in artifacts
+    rows = [json.loads(line) for line in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["baseline"] * 4 + ["compiled"] * 4
+    assert all(r["split"] == "dev" and "input.question" in r and "output.answer" in r and r["feedback"] for r in rows)
 
     saved = tmp_path / "run" / "program"
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["scores"]["compiled_score"] == pytest.approx(m["compiled_score"])
     assert manifest["seed"] == 0 and manifest["schema_version"] == 1
+    assert manifest["versions"]["dspy"] and manifest["git"]["commit"] == tags["git.commit"]
     assert manifest["program"]["_target_"] == "dspy.Predict"
     state = json.loads((saved / "program.json").read_text())
     assert "demos" in json.dumps(state)
