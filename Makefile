@@ -37,7 +37,7 @@ test-fast: setup
 # this installs it and runs the tests that need it (skipped by `make test` without it).
 test-torch: setup
 	$(BIN)/pip install -e '.[torch]'
-	$(BIN)/python -m pytest -q tests/test_providers.py -k torch
+	$(BIN)/python -m pytest -q tests/test_engines.py -k torch
 
 validate: setup
 	$(BIN)/python -m runner.validate

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner import manifest, tracking
+from runner import compare, manifest, tracking
 from runner.errors import RunnerError
 from runner.evaluation import evaluate
 from runner.logs import quiet_libraries
@@ -193,7 +193,7 @@ def run(cfg: DictConfig) -> float:
             evaluated[prefix] = {"split": split_of(label), "n": res["n"], "parse_failures": res["failed"],
                                  "truncated": used.truncated}
             examples = tracking.example_rows(prefix, split_of(label), res["rows"])
-            with open(run_dir / "examples.jsonl", "a", encoding="utf-8") as fh:
+            with open(run_dir / compare.EXAMPLES_FILE, "a", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(scrubber.tree(row), default=str) + "\n" for row in examples)
             table.extend(examples)
             if cfg.tracking.autolog:
@@ -241,7 +241,7 @@ def run(cfg: DictConfig) -> float:
             metrics["test_improvement"] = metrics["compiled_test_score"] - metrics["baseline_test_score"]
         tracking.log_metrics({k: metrics[k] for k in ("improvement", "test_improvement", *_backend_metrics(total))
                               if k in metrics})
-        tracking.log_table(scrubber.tree(table), "examples.json")
+        tracking.log_table(scrubber.tree(table), compare.EXAMPLES_TABLE)
         summary = (f"{cfg.task.name} x {cfg.optimizer.name} on {lm.model}: {cfg.eval.split} "
                    f"{metrics['baseline_score']:.3f} -> {metrics['compiled_score']:.3f}")
         if test_split:

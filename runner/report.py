@@ -7,7 +7,8 @@ runner.summary prints one job's phases; this reads every job dir of a multirun (
               own row), the held-out test split where jobs scored it (uncompiled -> compiled), and
               the parse failures of every evaluation
   report.png  grouped bars of the dev scores (matplotlib, Agg backend: no display needed)
-into the sweep dir, prints the table with rich, and logs both plus one metric per cell to a new
+  report.html both in one self-contained page to share (the plot inlined)
+into the sweep dir, prints the table with rich, and logs all three plus one metric per cell to a new
 MLflow run in the experiment "dspy-runner-reports". Jobs without a manifest count as failed.
 """
 
@@ -20,6 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from runner.compare import html
 from runner.errors import RunnerError, exit_with
 
 EXPERIMENT = "dspy-runner-reports"
@@ -80,9 +82,20 @@ def aggregate(jobs: list[dict]) -> dict[tuple[str, str], dict]:
     out = {}
     for key, c in cells.items():
         out[key] = {**{k: statistics.fmean(c[k]) if c[k] else None for k in SCORES},
+                    **{f"{k}_se": stderr(c[k]) for k in SCORES},
                     "n": len(c["compiled"]), "failed": c["failed"], "parse_failures": c["parse_failures"],
                     "truncated": c["truncated"], "evaluated": c["evaluated"], "selects_on_dev": c["selects_on_dev"]}
     return out
+
+
+def stderr(values: list[float]) -> float | None:
+    """Standard error of the mean over a cell's jobs (e.g. seeds): sample stdev / sqrt(n); None for n < 2."""
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+
+
+def _pm(cell: dict, key: str) -> str:
+    se = cell.get(f"{key}_se")
+    return f"{cell[key]:.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
 def _axes(cells) -> tuple[list[str], list[str]]:
@@ -94,7 +107,7 @@ def _fmt(cell: dict | None) -> str:
         return "—"
     if cell["compiled"] is None:
         return f"failed ({cell['failed']})"
-    text = f"{cell['compiled']:.3f}"
+    text = _pm(cell, "compiled")
     if cell["baseline"] is not None:
         text += f" ({cell['compiled'] - cell['baseline']:+.3f})"
     extra = [f"n={cell['n']}"] if cell["n"] > 1 else []
@@ -105,9 +118,9 @@ def _fmt(cell: dict | None) -> str:
 def _fmt_test(cell: dict | None) -> str:
     if not cell or cell.get("compiled_test") is None:
         return "—"
-    text = f"{cell['compiled_test']:.3f}"
+    text = _pm(cell, "compiled_test")
     if cell.get("baseline_test") is not None:
-        text = f"{cell['baseline_test']:.3f} → {text} ({cell['compiled_test'] - cell['baseline_test']:+.3f})"
+        text = f"{_pm(cell, 'baseline_test')} → {text} ({cell['compiled_test'] - cell['baseline_test']:+.3f})"
     return text
 
 
@@ -125,7 +138,8 @@ def markdown(cells, sweep_dir: Path, n_jobs: int) -> str:
     failed_jobs = sum(c["failed"] for c in cells.values())
     lines = [f"## Sweep report: {sweep_dir.name}", "",
              f"{n_jobs} jobs under `{sweep_dir}`" + (f", {failed_jobs} failed" if failed_jobs else "") +
-             ". Scores are the task metric's mean in [0, 1], averaged over the jobs of a cell.", "",
+             ". Scores are the task metric's mean in [0, 1], averaged over the jobs of a cell (e.g. seeds); "
+             "± is the standard error of that mean over the cell's n jobs.", "",
              "### dev split: compiled score (change vs. the uncompiled program)", ""]
     if on_dev:
         lines += [f"{', '.join(on_dev)} pick their candidates on this split (marked *), so their dev scores are "
@@ -179,7 +193,8 @@ def plot(cells, path: Path) -> Path:
     for i, t in enumerate(tasks):
         xs = [j + i * width - 0.4 + width / 2 for j in range(len(optimizers))]
         ys = [(cells.get((o, t)) or {}).get("compiled") or 0.0 for o in optimizers]
-        ax.bar(xs, ys, width, label=t)
+        errs = [(cells.get((o, t)) or {}).get("compiled_se") or 0.0 for o in optimizers]
+        ax.bar(xs, ys, width, label=t, yerr=errs if any(errs) else None, capsize=2)
         base = [(cells.get((o, t)) or {}).get("baseline") for o in optimizers]
         bx = [x for x, b in zip(xs, base) if b is not None]
         ax.scatter(bx, [b for b in base if b is not None], marker="_", s=200, color="black",
@@ -205,8 +220,8 @@ def log_to_mlflow(cells, sweep_dir: Path, files: list[Path], tracking_uri: str |
     use_experiment(tracking_config(tracking_uri), EXPERIMENT)
     with mlflow.start_run(run_name=f"report-{sweep_dir.parent.name}-{sweep_dir.name}") as run:
         mlflow.log_params({"sweep_dir": str(sweep_dir.resolve()), "n_jobs": n_jobs})
-        mlflow.log_metrics({f"{k}_score.{t}.{o}": c[k] for (o, t), c in cells.items() for k in SCORES
-                            if c[k] is not None})
+        mlflow.log_metrics({f"{k}_score{se}.{t}.{o}": c[k + se] for (o, t), c in cells.items() for k in SCORES
+                            for se in ("", "_se") if c[k + se] is not None})
         mlflow.log_metric("parse_failures", sum(c["parse_failures"] for c in cells.values()))
         for f in files:
             mlflow.log_artifact(str(f))
@@ -216,7 +231,7 @@ def log_to_mlflow(cells, sweep_dir: Path, files: list[Path], tracking_uri: str |
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", help="a multirun dir: outputs/multirun/<date>/<time>")
-    parser.add_argument("--out-dir", help="where report.md / report.png go (default: the sweep dir)")
+    parser.add_argument("--out-dir", help="where report.md / .png / .html go (default: the sweep dir)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
     parser.add_argument("--tracking-uri", help="MLflow store (default: the runner's, conf/tracking/mlflow.yaml)")
     args = parser.parse_args(argv)
@@ -231,12 +246,15 @@ def main(argv: list[str] | None = None) -> None:
         md = out_dir / "report.md"
         md.write_text(markdown(cells, sweep_dir, len(jobs)), encoding="utf-8")
         png = plot(cells, out_dir / "report.png")
+        page = out_dir / "report.html"
+        page.write_text(html(md.read_text(encoding="utf-8"), f"dspy-runner report: {sweep_dir.name}",
+                             {"report.png": png.read_bytes()}), encoding="utf-8")
         from rich.console import Console
 
         Console().print(rich_table(cells, f"{sweep_dir}: compiled score (Δ vs baseline)"))
-        print(f"wrote {md} and {png}")
+        print(f"wrote {md}, {png} and {page}")
         if not args.no_mlflow:
-            run_id = log_to_mlflow(cells, sweep_dir, [md, png], args.tracking_uri, len(jobs))
+            run_id = log_to_mlflow(cells, sweep_dir, [md, png, page], args.tracking_uri, len(jobs))
             print(f"logged to MLflow experiment {EXPERIMENT!r}, run {run_id}")
     except RunnerError as err:
         exit_with(err)
