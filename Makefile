@@ -12,13 +12,15 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 endif
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup run test test-fast test-torch validate bench sweep mlflow-ui clean
+.PHONY: setup run test test-fast test-torch validate bench sweep mlflow-ui constraints clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+# constraints.txt pins every package to the versions the published results were made with
+# (regenerate it with `make constraints` after changing dependencies).
+$(VENV)/.installed: pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -e '.[dev,ray]'
-	$(BIN)/pip install --no-deps 'hydra-ray-launcher==1.2.2'   # pins cloudpickle<3; runs on 3.x (docs/sweeps.md)
+	$(BIN)/pip install -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip check
 	touch $@
 
 setup: $(VENV)/.installed
@@ -50,6 +52,9 @@ sweep: setup
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from runner.settings import tracking_uri; print(tracking_uri())')" --port 5000
+
+constraints:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^dspy-runner' > constraints.txt
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -3,7 +3,7 @@
 # (default: the embedded SmolLM2-135M), then a score table + plot of the sweep.
 #   ./multirun.sh                                  # defaults below
 #   OPTIMIZERS=none,gepa TASKS=lora ./multirun.sh model.max_tokens=256
-#   ./multirun.sh hydra/launcher=joblib            # run jobs in parallel processes
+#   ./multirun.sh hydra/launcher=parallel          # run jobs in parallel processes (docs/sweeps.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
