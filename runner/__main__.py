@@ -45,7 +45,7 @@ def rewrite_argv(args: list[str]) -> list[str]:
 def main() -> None:
     """`python -m runner` and the `dspy-runner` console script."""
     sys.argv[1:] = rewrite_argv(sys.argv[1:])
-    from runner.app import main as run
+    from runner.run import main as run
 
     run()
 

@@ -1,6 +1,6 @@
 """`python -m runner.report <multirun dir>`: score by optimizer x task for a whole sweep.
 
-runner.summary prints one job's phases; this reads every job dir of a multirun (each holds
+runner.job.summary prints one job's phases; this reads every job dir of a multirun (each holds
 .hydra/ and, when it finished, program/manifest.json with its scores) and writes:
   report.md   Markdown tables, means over the jobs that share optimizer x task: the dev split
               (compiled score, change vs. the uncompiled program, the uncompiled baseline as its

@@ -3,7 +3,7 @@
 Configured with Hydra (conf/serve.yaml): which programs (MLflow model URIs such as
 `models:/gsm8k@champion`, run dirs, program dirs), the model group (the same conf/model options
 as the runner), host/port, a per-request timeout. Programs are loaded as state JSON + manifest
-(runner.loading), never unpickled unless `allow_pickle=true`.
+(runner.programs.loading), never unpickled unless `allow_pickle=true`.
 
 Endpoints (the OpenAPI spec at /openapi.json; Swagger's /docs page is off: it loads from a CDN):
   GET  /health                  liveness + what is loaded
@@ -160,7 +160,7 @@ def manifest_adapter(man: dict, default):
 def load_served(entries: list[dict], tracking_uri: str | None, allow_pickle: bool, default_adapter=None) -> dict[str, Served]:
     import dspy
 
-    from runner.loading import load_program, manifest_of
+    from runner.programs.loading import load_program, manifest_of
 
     served = {}
     for e in entries:
@@ -234,7 +234,7 @@ def build_app(served: dict[str, Served], model_name: str, timeout_s: float, max_
     from fastapi.responses import JSONResponse, StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-    from runner.stream_listener import LenientStreamListener
+    from runner.dspy_ext.streaming import LenientStreamListener
 
     app = FastAPI(title="dspy-runner serve", version="1", docs_url=None, redoc_url=None,
                   description="Compiled DSPy programs loaded from state JSON + manifest (no pickle).")

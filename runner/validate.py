@@ -131,7 +131,7 @@ def round_trip(adapter, sig, labels: dict) -> dict:
 
 
 def _score(metric, example, pred) -> float:
-    from runner.metrics import score_of
+    from runner.dspy_ext.metrics import score_of
 
     return score_of(metric(example, pred))
 
@@ -142,7 +142,7 @@ def check_metric(metric, sig, examples, adapters: dict, numeric_field: str | Non
     Returns (problems, n/a reason)."""
     import dspy
 
-    from runner.metrics import Numeric, last_number
+    from runner.dspy_ext.metrics import Numeric, last_number
 
     problems = []
     outputs = list(sig.output_fields)
@@ -184,7 +184,7 @@ def validate(tasks=None, metrics=None, programs=None, adapters=None, max_example
     """Run every check; returns one Check per task x metric x program."""
     from hydra.utils import instantiate
 
-    from runner.tasks import resolve_signature
+    from runner.programs.signature import resolve_signature
 
     tasks, metrics = tasks or options("task"), metrics or options("metric")
     programs, adapter_names = programs or options("program"), adapters or options("adapter")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from runner.errors import RunnerError
-from runner.metrics import last_number
+from runner.dspy_ext.metrics import last_number
 
 SPLITS = ("train", "dev", "test")
 

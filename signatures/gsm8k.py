@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dspy
 
-from runner.metrics import last_number
+from runner.dspy_ext.metrics import last_number
 from signatures._common import committed_splits, read_jsonl
 
 DATA_DIR = Path(__file__).parent / "data" / "gsm8k"

@@ -6,7 +6,7 @@ import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 
-from runner.adapters import COMPLETED_STOP, LenientChatAdapter
+from runner.dspy_ext.adapters.lenient import COMPLETED_STOP, LenientChatAdapter
 
 
 class QA(dspy.Signature):

@@ -70,7 +70,7 @@ def test_cfg_job_does_not_import_heavy_libraries():
 @pytest.mark.parametrize("optimizer", ["none", "labeled_fewshot", "bootstrap_fewshot", "bootstrap_random_search",
                                        "mipro_v2", "gepa", "copro", "simba", "knn_fewshot"])
 def test_shipped_configs_pass_the_number_checks(compose, optimizer):
-    from runner.pipeline import check_numbers
+    from runner.job.pipeline import check_numbers
 
     for task in ("lora", "architecture", "sentiment", "gsm8k"):
         check_numbers(compose([f"optimizer={optimizer}", f"task={task}"]))

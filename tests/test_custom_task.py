@@ -39,7 +39,7 @@ def test_custom_task_composes_loads_and_scores(compose, tmp_path, metric):
 
 def test_custom_llm_judge_composes_and_judges_with_a_dummy_lm(compose, tmp_path):
     cfg = _custom(compose, _jsonl(tmp_path / "qa.jsonl", ROWS), "llm_judge")
-    assert cfg.metric._target_ == "runner.metrics.LLMJudge"
+    assert cfg.metric._target_ == "runner.dspy_ext.metrics.LLMJudge"
     judge = instantiate(cfg.metric, judge_lm=None)   # the model group is not built in tests
     ex = instantiate(cfg.task.splits)["dev"][0]
     with dspy.context(lm=DummyLM([{"equivalent": "True", "reason": "same number"}])):
@@ -71,7 +71,7 @@ def test_row_missing_a_field_names_field_and_row(compose, tmp_path):
 
 
 def test_row_missing_a_field_direct(tmp_path):
-    from runner.datasets import load_file_splits
+    from runner.job.datasets import load_file_splits
 
     rows = ROWS[:2] + [{"answer": "4"}] + ROWS[2:]
     with pytest.raises(RunnerError, match=r"row 3 is missing field 'question'"):
@@ -79,7 +79,7 @@ def test_row_missing_a_field_direct(tmp_path):
 
 
 def test_blank_field_is_missing(tmp_path):
-    from runner.datasets import load_file_splits
+    from runner.job.datasets import load_file_splits
 
     rows = ROWS[:3] + [{"question": "  ", "answer": "1"}]
     with pytest.raises(RunnerError, match=r"row 4 is missing field 'question'"):
@@ -87,7 +87,7 @@ def test_blank_field_is_missing(tmp_path):
 
 
 def test_csv_with_split_column(tmp_path):
-    from runner.datasets import load_file_splits
+    from runner.job.datasets import load_file_splits
 
     path = tmp_path / "d.csv"
     path.write_text("question,answer,split\nq1,a1,train\nq2,a2,validation\nq3,a3,test\nq4,a4,train\n", encoding="utf-8")
@@ -96,7 +96,7 @@ def test_csv_with_split_column(tmp_path):
 
 
 def test_bad_json_line_and_tiny_file(tmp_path):
-    from runner.datasets import load_file_splits
+    from runner.job.datasets import load_file_splits
 
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"question": "q", "answer": "a"}\n{"question": \n', encoding="utf-8")
@@ -109,7 +109,7 @@ def test_bad_json_line_and_tiny_file(tmp_path):
 
 
 def test_committed_example_datasets_load():
-    from runner.datasets import load_file_splits
+    from runner.job.datasets import load_file_splits
     from runner.validate import EXAMPLES
 
     for name in ("qa.jsonl", "arithmetic.jsonl"):
@@ -118,7 +118,7 @@ def test_committed_example_datasets_load():
 
 
 def test_generic_metrics_grade():
-    from runner.metrics import Accuracy, ExactMatch, Numeric, TokenF1
+    from runner.dspy_ext.metrics import Accuracy, ExactMatch, Numeric, TokenF1
 
     ex = dspy.Example(question="q", answer="the Pacific Ocean").with_inputs("question")
     assert ExactMatch("answer")(ex, dspy.Prediction(answer="Pacific ocean.")).score == 1.0
@@ -133,7 +133,7 @@ def test_generic_metrics_grade():
 @pytest.mark.parametrize("spec", ["question answer", "question =>answer", "Signature."])
 def test_a_signature_that_is_neither_form_says_both_forms(spec):
     from runner.errors import RunnerError
-    from runner.tasks import resolve_signature
+    from runner.programs.signature import resolve_signature
 
     with pytest.raises(RunnerError) as err:
         resolve_signature(spec)

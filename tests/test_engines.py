@@ -294,7 +294,7 @@ def test_llamacpp_typed_outputs_are_valid_under_the_schema(llama_lm):
 @pytest.mark.slow
 @needs_llamacpp
 def test_llamacpp_schema_holds_under_streaming(llama_lm):
-    from runner.stream_listener import LenientStreamListener
+    from runner.dspy_ext.streaming import LenientStreamListener
 
     lm = llama_lm.copy(max_tokens=120)
 
@@ -453,7 +453,7 @@ def test_torch_generates_streams_reuses_the_prefix_and_enforces_schemas():
 
 
 def test_the_usage_meter_counts_cache_hits_of_an_engine_lm(tmp_path):
-    from runner.usage import UsageMeter
+    from runner.job.usage import UsageMeter
 
     previous = dspy.cache
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(tmp_path))

@@ -1,4 +1,4 @@
-"""runner.loading: manifest migration, signature checks, and no unpickling by default."""
+"""runner.programs.loading: manifest migration, signature checks, and no unpickling by default."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _compiled(module: str = "Predict"):
     """A program with two labeled demos, saved the current way (schema 1)."""
     import dspy
 
-    from runner.tasks import resolve_signature
+    from runner.programs.signature import resolve_signature
 
     program = getattr(dspy, module)(resolve_signature(GSM8K))
     demos = [dspy.Example(question="1+1?", answer=2.0), dspy.Example(question="2+3?", answer=5.0)]
@@ -25,11 +25,11 @@ def _compiled(module: str = "Predict"):
     return program
 
 
-def _save_v1(program, out, module: str = "Predict"):
-    from runner import manifest
+def _save_v1(program, out, module: str = "Predict", resolver: str = "runner.programs.signature.resolve_signature"):
+    from runner.programs import manifest
 
     man = manifest.build_manifest(program, program_cfg={"_target_": f"dspy.{module}",
-                                                        "signature": {"_target_": "runner.tasks.resolve_signature",
+                                                        "signature": {"_target_": resolver,
                                                                       "spec": GSM8K}},
                                   task={"name": "gsm8k", "signature": GSM8K}, config={}, scores={"compiled_score": 0.5},
                                   seed=0, model="dummy", backend=None)
@@ -37,7 +37,7 @@ def _save_v1(program, out, module: str = "Predict"):
 
 
 def test_v1_roundtrip_keeps_demos_and_manifest(tmp_path):
-    from runner.loading import load_program, manifest_of
+    from runner.programs.loading import load_program, manifest_of
 
     saved = _save_v1(_compiled(), tmp_path / "run" / "program")
     loaded = load_program(str(tmp_path / "run"), signature=GSM8K)  # the run dir works as well as program/
@@ -46,11 +46,30 @@ def test_v1_roundtrip_keeps_demos_and_manifest(tmp_path):
     assert manifest_of(loaded)["source"] == str(saved.parent)
 
 
+def test_manifests_naming_modules_from_before_the_layout_still_load(tmp_path):
+    """Programs saved before runner/ was laid out by concern name runner.tasks.resolve_signature;
+    logged models pickle classes such as runner.adapters.LenientChatAdapter by module path."""
+    import runner.adapters
+    import runner.tasks
+    from runner.dspy_ext.adapters import lenient
+    from runner.programs import signature
+    from runner.programs.loading import load_program
+
+    assert runner.tasks is signature and runner.adapters is lenient  # the same module objects
+    assert signature.__spec__.name == "runner.programs.signature"
+    old = pickle.dumps(lenient.LenientChatAdapter, protocol=0).replace(b"runner.dspy_ext.adapters.lenient",
+                                                                         b"runner.adapters")
+    assert b"crunner.adapters\n" in old and pickle.loads(old) is lenient.LenientChatAdapter
+    _save_v1(_compiled(), tmp_path / "program", resolver="runner.tasks.resolve_signature")
+    loaded = load_program(str(tmp_path / "program"), signature=GSM8K)
+    assert [d["question"] for d in loaded.demos] == ["1+1?", "2+3?"]
+
+
 @pytest.mark.parametrize("module", ["Predict", "ChainOfThought"])
 def test_schema0_bare_program_json_is_migrated(tmp_path, module):
     """Schema 0 = a bare program.json (plain DSPy save), no manifest, no run config."""
-    from runner.loading import load_program, manifest_of
-    from runner.manifest import signature_hash
+    from runner.programs.loading import load_program, manifest_of
+    from runner.programs.manifest import signature_hash
 
     program = _compiled(module)
     program.save(str(tmp_path / "program.json"), save_program=False)
@@ -65,13 +84,13 @@ def test_schema0_bare_program_json_is_migrated(tmp_path, module):
 
 def test_schema0_in_old_run_dir_uses_hydra_config(tmp_path):
     """An old run dir: program/program.json + .hydra/config.yaml (ChainOfThought config)."""
-    from runner.loading import load_program, manifest_of
+    from runner.programs.loading import load_program, manifest_of
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(
         "task:\n  name: gsm8k\n  signature: " + GSM8K + "\n"
         "program:\n  _target_: dspy.ChainOfThought\n  signature:\n"
-        "    _target_: runner.tasks.resolve_signature\n    spec: ${task.signature}\n")
+        "    _target_: runner.programs.signature.resolve_signature\n    spec: ${task.signature}\n")
     (tmp_path / "program").mkdir()
     _compiled("ChainOfThought").save(str(tmp_path / "program" / "program.json"), save_program=False)
     man = manifest_of(load_program(str(tmp_path)))  # no signature given: comes from the config
@@ -80,7 +99,7 @@ def test_schema0_in_old_run_dir_uses_hydra_config(tmp_path):
 
 
 def test_schema0_without_signature_fails_clearly(tmp_path):
-    from runner.loading import load_program
+    from runner.programs.loading import load_program
 
     _compiled().save(str(tmp_path / "program.json"), save_program=False)
     with pytest.raises(RunnerError, match="needs the task signature"):
@@ -88,7 +107,7 @@ def test_schema0_without_signature_fails_clearly(tmp_path):
 
 
 def test_schema0_state_for_other_signature_fails(tmp_path):
-    from runner.loading import load_program
+    from runner.programs.loading import load_program
 
     _compiled().save(str(tmp_path / "program.json"), save_program=False)
     with pytest.raises(RunnerError, match="fields per predictor"):
@@ -96,7 +115,7 @@ def test_schema0_state_for_other_signature_fails(tmp_path):
 
 
 def test_signature_hash_mismatch_fails(tmp_path):
-    from runner.loading import load_program
+    from runner.programs.loading import load_program
 
     _save_v1(_compiled(), tmp_path)
     with pytest.raises(RunnerError, match="signature mismatch") as err:
@@ -105,7 +124,7 @@ def test_signature_hash_mismatch_fails(tmp_path):
 
 
 def test_newer_schema_fails(tmp_path):
-    from runner.loading import load_program
+    from runner.programs.loading import load_program
 
     _save_v1(_compiled(), tmp_path)
     man = json.loads((tmp_path / "manifest.json").read_text())
@@ -116,7 +135,7 @@ def test_newer_schema_fails(tmp_path):
 
 
 def test_manifest_cannot_call_arbitrary_targets(tmp_path):
-    from runner.loading import load_program
+    from runner.programs.loading import load_program
 
     _save_v1(_compiled(), tmp_path)
     man = json.loads((tmp_path / "manifest.json").read_text())
@@ -130,7 +149,7 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     """JSON state loads with every unpickler disabled; a pickle-only program is refused."""
     import cloudpickle
 
-    from runner.loading import load_program
+    from runner.programs.loading import load_program
 
     def boom(*a, **k):
         raise AssertionError("unpickled")

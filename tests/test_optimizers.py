@@ -6,8 +6,8 @@ import dspy
 import pytest
 from hydra.utils import instantiate
 
-from runner.evaluation import evaluate
-from runner.usage import UsageMeter
+from runner.job.evaluation import evaluate
+from runner.job.usage import UsageMeter
 
 OPTIMIZERS = ["none", "labeled_fewshot", "bootstrap_fewshot", "bootstrap_random_search", "mipro_v2",
               "gepa", "copro", "simba", "knn_fewshot"]

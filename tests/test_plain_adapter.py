@@ -7,7 +7,7 @@ import pytest
 from dspy.utils.exceptions import AdapterParseError
 
 from runner.errors import find_user_error
-from runner.plain_adapter import PlainAdapter
+from runner.dspy_ext.adapters.plain import PlainAdapter
 from signatures.lora import ChooseLoraConfig
 from signatures.sentiment import ClassifySentiment
 

@@ -27,7 +27,7 @@ def server(tmp_path_factory):
     man["scores"]["compiled_score"] = 0.9  # b is the better program for best_of
     (tmp / "b" / "program" / "manifest.json").write_text(json.dumps(man))
     man = json.loads((tmp / "p" / "program" / "manifest.json").read_text())
-    man["config"] = {"adapter": {"_target_": "runner.plain_adapter.PlainAdapter"}}  # compiled with adapter=plain
+    man["config"] = {"adapter": {"_target_": "runner.dspy_ext.adapters.plain.PlainAdapter"}}  # compiled with adapter=plain
     (tmp / "p" / "program" / "manifest.json").write_text(json.dumps(man))
     programs = (f"programs=[{{name: a, uri: '{tmp / 'a'}'}}, {{name: b, uri: '{tmp / 'b' / 'program'}'}}, "
                 f"{{name: p, uri: '{tmp / 'p' / 'program'}'}}]")

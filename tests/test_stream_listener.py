@@ -7,10 +7,10 @@ import pytest
 from litellm import ModelResponseStream
 from litellm.types.utils import Delta, StreamingChoices
 
-from runner.adapters import LenientChatAdapter
+from runner.dspy_ext.adapters.lenient import LenientChatAdapter
 from runner.dspy_ext.adapters import StructuredAdapter
-from runner.plain_adapter import PlainAdapter
-from runner.stream_listener import LenientStreamListener
+from runner.dspy_ext.adapters.plain import PlainAdapter
+from runner.dspy_ext.streaming import LenientStreamListener
 
 
 def _chunk(text: str) -> ModelResponseStream:

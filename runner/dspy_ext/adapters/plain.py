@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from dspy.utils.exceptions import AdapterParseError
 
-from runner.adapters import HEADER, LenientChatAdapter, coerce
+from runner.dspy_ext.adapters.lenient import HEADER, LenientChatAdapter, coerce
 
 
 def _hint(field) -> str:

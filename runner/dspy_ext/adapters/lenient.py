@@ -19,7 +19,7 @@ import dspy
 from dspy.adapters.utils import parse_value
 from dspy.utils.exceptions import AdapterParseError
 
-from runner.metrics import last_number
+from runner.dspy_ext.metrics import last_number
 
 # A field header as small models write it: `[[ ## answer ## ]]`, `[[## answer ## ]]`, `[[ #answer# ]]`.
 HEADER = re.compile(r"\[\[[ \t]*#+[ \t]*(\w+)[ \t]*#+[ \t]*\]\]")

@@ -7,7 +7,7 @@ so loading rebuilds the module from the manifest's program config and loads the 
 it. Nothing is unpickled unless `allow_pickle=True` is passed explicitly.
 
 The manifest's `_target_`s are checked before anything is built: the program must be a
-`dspy.Module` subclass and its signature must come from `runner.tasks.resolve_signature`, so a
+`dspy.Module` subclass and its signature must come from `runner.programs.signature.resolve_signature`, so a
 tampered manifest cannot make the loader call an arbitrary function.
 
 Manifest schemas (manifest.json `schema_version`):
@@ -17,7 +17,7 @@ Manifest schemas (manifest.json `schema_version`):
      run dir, otherwise from the shape of the state (Predict vs ChainOfThought) plus the task
      signature the caller supplies; the signature hash is computed from the rebuilt module after
      checking the state's field count fits it.
-  1  the current layout (runner.manifest.build_manifest).
+  1  the current layout (runner.programs.manifest.build_manifest).
 A schema newer than this runner knows fails with a clear error instead of guessing.
 """
 
@@ -33,11 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
-from runner.manifest import MANIFEST_FILE, PROGRAM_FILE, SCHEMA_VERSION, STATE_ARTIFACT
+from runner.programs.manifest import MANIFEST_FILE, PROGRAM_FILE, SCHEMA_VERSION, STATE_ARTIFACT
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_RESOLVER = "runner.tasks.resolve_signature"
+SIGNATURE_RESOLVER = "runner.programs.signature.resolve_signature"
+
+
+def current_path(target: str) -> str:
+    """A `_target_` written before runner/ was laid out by concern, under its module's new name."""
+    from runner import MOVED_MODULES
+
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
 MLFLOW_URI = re.compile(r"^(models|runs):/")
 
 
@@ -121,7 +129,7 @@ def _check_targets(program_cfg: Any) -> None:
         if isinstance(node, dict):
             target = node.get("_target_")
             if target is not None:
-                if target == SIGNATURE_RESOLVER and not top:
+                if current_path(target) == SIGNATURE_RESOLVER and not top:
                     pass
                 else:
                     try:
@@ -231,7 +239,7 @@ def _field_counts(state: dict) -> list[int]:
 
 def load_dir(program_dir: Path, signature_spec: str | None = None, source: str | None = None):
     """Rebuild + load a program from a dir holding program.json (+ manifest.json)."""
-    from runner.manifest import signature_hash
+    from runner.programs.manifest import signature_hash
 
     state_file = program_dir / PROGRAM_FILE
     try:

@@ -21,8 +21,8 @@ import re
 import dspy
 from dspy.streaming import StreamListener, StreamResponse
 
-from runner.adapters import HEADER, TRAILING_OPEN
-from runner.plain_adapter import PlainAdapter
+from runner.dspy_ext.adapters.lenient import HEADER, TRAILING_OPEN
+from runner.dspy_ext.adapters.plain import PlainAdapter
 
 # The tail of the buffer that may be the start of a header: `[`, `[[`, `[[ #`, `[[## answ`, ...
 _PARTIAL_HEADER = re.compile(r"\[(\[([ \t]*#*([ \t]*\w*([ \t]*#*([ \t]*\]?)?)?)?)?)?$")

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from runner.errors import RunnerError
-from runner.tasks import resolve_signature, to_examples, validate_rows
+from runner.programs.signature import resolve_signature, to_examples, validate_rows
 
 SPLITS = ("train", "dev", "test")
 

@@ -21,7 +21,7 @@ def _raise_interrupt(signum, frame):
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from runner.pipeline import run  # heavy imports only once a job really runs
+    from runner.job.pipeline import run  # heavy imports only once a job really runs
 
     if threading.current_thread() is threading.main_thread():
         # `kill` / a scheduler's SIGTERM ends the job like Ctrl-C: the MLflow run is closed as KILLED

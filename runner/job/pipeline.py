@@ -16,14 +16,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from runner import compare, manifest, tracking
+from runner import compare, tracking
+from runner.programs import manifest
 from runner.errors import RunnerError
-from runner.evaluation import evaluate
+from runner.job.evaluation import evaluate
 from runner.logs import quiet_libraries
-from runner.progress import console, phase
+from runner.job.progress import console, phase
 from runner.redaction import config_scrubber
-from runner.summary import instructions, instructions_table, render_instructions, summary_table
-from runner.usage import UsageMeter
+from runner.job.summary import instructions, instructions_table, render_instructions, summary_table
+from runner.job.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,10 @@ def _backend_choice(lm) -> dict:
 def _program_recipe(cfg: DictConfig, program) -> tuple[dict, str | None]:
     """The program config to put in the new manifest, and where a loaded program came from.
 
-    A loaded program (program=models:/... / a path) must not record `runner.loading.load_program`
+    A loaded program (program=models:/... / a path) must not record `runner.programs.loading.load_program`
     as its recipe, or the saved program could only be rebuilt by loading its ancestor: it
     records the module config of the manifest it was loaded with, on this task's signature."""
-    from runner.loading import manifest_of
+    from runner.programs.loading import manifest_of
 
     loaded = manifest_of(program)
     if not loaded:

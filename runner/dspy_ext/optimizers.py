@@ -1,7 +1,7 @@
 """The runner's own optimizers, for the options DSPy has no class for (conf/optimizer/).
 
 Every option's YAML wires its metric: GEPA takes the task metric with its feedback, the others
-`runner.metrics.scalar` of it (a float their thresholds compare); `valset: true` hands compile()
+`runner.dspy_ext.metrics.scalar` of it (a float their thresholds compare); `valset: true` hands compile()
 the dev split.
 """
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 
-from runner.metrics import score_of
-from runner.progress import phase
+from runner.dspy_ext.metrics import score_of
+from runner.job.progress import phase
 
 
 def _trace_id() -> str | None:
