@@ -126,9 +126,7 @@ def start(tracking_cfg, run_name: str, tags: dict, scrubber: Scrubber | None = N
 def log_params(params: dict[str, str]) -> None:
     import mlflow
 
-    items = list(params.items())
-    for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-        mlflow.log_params(dict(items[i:i + 100]))
+    mlflow.log_params(params)  # MLflow splits it into batches of its per-request limit
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -7,6 +7,7 @@ BootstrapFewShot & co. compare against thresholds.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import re
@@ -114,17 +115,9 @@ class LLMJudge(_FieldMetric):
         import dspy
 
         judge = dspy.Predict("gold_answer, predicted_answer -> equivalent: bool, reason: str")
-        with dspy.context(lm=self.judge_lm) if self.judge_lm is not None else _nullcontext():
+        with dspy.context(lm=self.judge_lm) if self.judge_lm is not None else contextlib.nullcontext():
             verdict = judge(gold_answer=str(gold), predicted_answer=str(got))
         return _result(bool(verdict.equivalent), str(verdict.reason))
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def task_metric(path: str, field: str | None = None):
