@@ -16,7 +16,9 @@ time:
       schema enforced by llama.cpp's grammar engine).
 
 Prints, per task and side: score (the task metric's mean), parse failures, LM calls, completion
-tokens and wall time, then the (a)/(b) wall-time ratio and the score difference. Nothing else
+tokens and wall time, then the (a)/(b) wall-time ratio and the score difference, and for (b) the
+completion tokens of each call over the tokens of the typed answer it returned (its output
+fields as compact JSON). Nothing else
 may run a model on this machine meanwhile: llama.cpp's busy-waiting threads make concurrent
 timings meaningless.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import socket
 import subprocess
@@ -54,28 +57,37 @@ def rows(task: str, split: str):
     return getattr(module, sig_name), module.metric, splits[split]
 
 
-def run_side(lm, adapter, signature, metric, examples) -> dict:
-    """The program over `examples`, sequentially; parse failures score 0 and are counted."""
+def run_side(lm, adapter, signature, metric, examples, answer_tokens=None) -> dict:
+    """The program over `examples`, sequentially; parse failures score 0 and are counted.
+    `answer_tokens(text)`: the model's token count of a text, to relate each call's completion
+    tokens to the length of the typed answer it returned (the output fields as compact JSON)."""
     import dspy
 
     program = dspy.Predict(signature)
     start_calls = len(lm.history)
-    scores, failures = [], 0
+    scores, failures, ratios = [], 0, []
     t0 = time.perf_counter()
     with dspy.context(lm=lm, adapter=adapter):
         for example in examples:
+            calls_before = len(lm.history)
             try:
-                scores.append(float(metric(example, program(**example.inputs())).score))
+                pred = program(**example.inputs())
+                scores.append(float(metric(example, pred).score))
             except Exception as exc:  # AdapterParseError: no parseable fields in the reply
                 if "parse" not in type(exc).__name__.lower() and "parse" not in str(exc).lower():
                     raise
                 failures += 1
                 scores.append(0.0)
+                continue
+            if answer_tokens is not None:
+                typed = json.dumps({k: pred[k] for k in signature.output_fields}, separators=(",", ":"))
+                spent = sum(int((c.get("usage") or {}).get("completion_tokens") or 0) for c in lm.history[calls_before:])
+                ratios.append(spent / answer_tokens(typed))
     wall = time.perf_counter() - t0
     calls = lm.history[start_calls:]
     return {"score": sum(scores) / len(scores), "failures": failures, "calls": len(calls),
             "completion": sum(int((c.get("usage") or {}).get("completion_tokens") or 0) for c in calls),
-            "wall": wall}
+            "wall": wall, "ratios": ratios}
 
 
 def free_port() -> int:
@@ -144,10 +156,15 @@ def main(argv: list[str]) -> int:
 
     # (b) the runner: in-process llama.cpp engine, adapter=structured
     lm = build_lm("llamacpp/embedded", temperature=0.0, max_tokens=MAX_TOKENS, cache=False)
+    llm = lm.engine.model.llm
+
+    def answer_tokens(text: str) -> int:
+        return len(llm.tokenize(text.encode("utf-8"), add_bos=False))
+
     for task in tasks:
         signature, metric, examples = rows(task, args.split)
         run_side(lm, StructuredAdapter(), signature, metric, examples[:1])  # the same warm-up
-        results[(task, "b")] = run_side(lm, StructuredAdapter(), signature, metric, examples)
+        results[(task, "b")] = run_side(lm, StructuredAdapter(), signature, metric, examples, answer_tokens)
 
     console = Console(width=110)
     table = Table(title=f"zero-shot dspy.Predict on the {args.split} split, SmolLM2-135M Q4_1, {threads} threads",
@@ -168,6 +185,9 @@ def main(argv: list[str]) -> int:
         console.print(f"{task}: (b) is {a['wall'] / b['wall']:.1f}x faster than (a); score {b['score']:.3f} vs "
                       f"{a['score']:.3f} ({b['score'] - a['score']:+.3f}); completion tokens "
                       f"{a['completion'] / max(1, b['completion']):.1f}x fewer")
+        if b["ratios"]:
+            console.print(f"{task}: (b) completion tokens per call / tokens of the typed answer as compact JSON: "
+                          f"mean {sum(b['ratios']) / len(b['ratios']):.2f}, max {max(b['ratios']):.2f}")
     return 0
 
 
